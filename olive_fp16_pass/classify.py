@@ -1,0 +1,205 @@
+"""Rules that decide, node by node, whether a node may run in float16, each with its reason.
+
+Rules are applied in a fixed order (structure, user lists, op schema, weight ranges) and the first rule
+that keeps a node in float32 is the one recorded. Cast, Constant and ConstantOfShape are not classified:
+their output precision simply follows what their consumers need (see convert.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from olive_fp16_pass import op_signatures
+from olive_fp16_pass.element_types import ElementTypes
+from olive_fp16_pass.graph_walk import has_subgraphs
+from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.precision_plan import NodeDecision, Precision, PrecisionPlan, Rule
+
+FP16_MAX = 65504.0
+# Below the smallest normal float16 (2**-14) values are subnormal: 1e-6 already loses over 1% and values
+# under 2**-25 become 0. A weight whose every value is that small loses its precision as a whole.
+FP16_MIN_NORMAL = 2.0**-14
+
+# Nodes whose output precision follows their consumers instead of being decided by a rule.
+FREE_OPS = frozenset({"Cast", "Constant", "ConstantOfShape"})
+
+# Inputs the schema allows in float16 but onnxruntime's kernels only register in float32: converting them
+# makes a model that passes the checker but fails to load (onnxconverter-common #272, #207).
+ORT_FLOAT32_INPUTS: dict[tuple[str, str], frozenset[int]] = {
+    ("", "Resize"): frozenset({1, 2}),  # roi, scales
+    ("", "Upsample"): frozenset({1}),  # scales
+}
+
+
+def is_free(node: ir.Node) -> bool:
+    return node.domain in ("", "ai.onnx") and node.op_type in FREE_OPS
+
+
+@dataclass
+class WeightRange:
+    """Range of a constant tensor, measured once however many nodes read it."""
+
+    name: str
+    abs_max: float
+    overflows: bool
+    all_underflow: bool
+
+
+@dataclass
+class ClassifyResult:
+    plan: PrecisionPlan
+    node_slots: dict[int, frozenset[int]] = field(default_factory=dict)  # node id -> input slots that go fp16
+    output_slots: dict[int, frozenset[int]] = field(default_factory=dict)  # node id -> output slots that go fp16
+    clamped: dict[int, WeightRange] = field(default_factory=dict)  # constant value id -> range (clamp option)
+
+
+class WeightRanges:
+    def __init__(self) -> None:
+        self._cache: dict[int, WeightRange | None] = {}
+
+    def of(self, value: ir.Value) -> WeightRange | None:
+        key = id(value)
+        if key not in self._cache:
+            self._cache[key] = _measure(value)
+        return self._cache[key]
+
+
+def constant_tensor(value: ir.Value) -> ir.TensorProtocol | None:
+    """The tensor behind an initializer or a Constant node's output; None for computed values."""
+    if value.const_value is not None and (value.is_initializer() or value.producer() is None):
+        return value.const_value
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
+        return producer.attributes["value"].value
+    return None
+
+
+def _measure(value: ir.Value) -> WeightRange | None:
+    tensor = constant_tensor(value)
+    if tensor is None or tensor.dtype != ir.DataType.FLOAT:
+        return None
+    array = tensor.numpy()
+    if array.size == 0:
+        return WeightRange(value.name or "", 0.0, False, False)
+    abs_max = float(np.max(np.abs(array)))
+    finite_max = abs_max if np.isfinite(abs_max) else float(np.max(np.abs(array[np.isfinite(array)]), initial=0.0))
+    return WeightRange(
+        name=value.name or "",
+        abs_max=abs_max,
+        overflows=finite_max > FP16_MAX,
+        all_underflow=0.0 < abs_max < FP16_MIN_NORMAL,
+    )
+
+
+def classify(
+    model: ir.Model,
+    nodes: list[tuple[ir.Node, str]],
+    labels: dict[int, str],
+    types: ElementTypes,
+    options: ConversionOptions,
+) -> ClassifyResult:
+    """Decide every non-free node that touches a float32 tensor."""
+    result = ClassifyResult(PrecisionPlan())
+    ranges = WeightRanges()
+    opsets = model.opset_imports
+    op_blocks = set(options.op_block_list or [])
+    op_includes = set(options.op_include_list) if options.op_include_list is not None else None
+    for node, graph_label in nodes:
+        if is_free(node):
+            continue
+        inputs = [(i, v) for i, v in enumerate(node.inputs) if v is not None]
+        float_in = [i for i, v in inputs if types.is_float32(v)]
+        float_out = [i for i, v in enumerate(node.outputs) if types.is_float32(v)]
+        if not float_in and not float_out:
+            continue
+
+        def decide(precision: Precision, rule: Rule, detail: str = "", *, node=node, graph_label=graph_label) -> None:
+            result.plan.decisions[id(node)] = NodeDecision(
+                labels[id(node)], node.op_type, node.domain, graph_label, precision, rule, detail
+            )
+
+        values = [v for _, v in inputs] + list(node.outputs)
+        if any(id(v) in types.non_tensor for v in values):
+            decide(Precision.FP32, Rule.NON_TENSOR_TYPE, "has sequence/optional/map inputs or outputs")
+            continue
+        unknown = [v.name for v in values if types.get(v) is None]
+        if unknown:
+            decide(Precision.FP32, Rule.UNKNOWN_TYPE, f"element type unknown for {', '.join(map(str, unknown))}")
+            continue
+        if has_subgraphs(node):
+            decide(Precision.FP32, Rule.CONTROL_FLOW, "inputs/outputs kept; body nodes converted on their own")
+            continue
+        version = opsets.get("" if node.domain == "ai.onnx" else node.domain)
+        signature = op_signatures.lookup(node.domain, node.op_type, version) if version is not None else None
+        if signature is None:
+            domain = node.domain or "ai.onnx"
+            decide(Precision.FP32, Rule.UNKNOWN_OP, f"no schema for {domain}::{node.op_type} at opset {version}")
+            continue
+        if options.node_blocks.match(node.name or ""):
+            decide(Precision.FP32, Rule.NODE_BLOCK_LIST, "name matches node_block_list")
+            continue
+        if node.op_type in op_blocks:
+            decide(Precision.FP32, Rule.OP_BLOCK_LIST, f"{node.op_type} is in op_block_list")
+            continue
+        if op_includes is not None and node.op_type not in op_includes:
+            decide(Precision.FP32, Rule.NOT_IN_OP_INCLUDE_LIST, f"{node.op_type} is not in op_include_list")
+            continue
+        if options.node_include_list is not None and not options.node_includes.match(node.name or ""):
+            decide(Precision.FP32, Rule.NOT_IN_NODE_INCLUDE_LIST, "name does not match node_include_list")
+            continue
+
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        kept_float = ORT_FLOAT32_INPUTS.get((domain, node.op_type), frozenset())
+        in16 = frozenset(
+            i
+            for i in float_in
+            if (s := signature.input_slot(i)) is not None and s.allows_float16 and i not in kept_float
+        )
+        out16 = frozenset(i for i in float_out if (s := signature.output_slot(i)) is not None and s.allows_float16)
+        if not in16 and not out16:
+            decide(Precision.FP32, Rule.NO_FP16_IN_SCHEMA, f"{node.op_type} has no float16 type for its float tensors")
+            continue
+
+        overflow = underflow = None
+        clamped: list[tuple[ir.Value, WeightRange]] = []
+        for i in sorted(in16):
+            weight = ranges.of(node.inputs[i])
+            if weight is None:
+                continue
+            if weight.overflows:
+                if options.clamp_weights:
+                    clamped.append((node.inputs[i], weight))
+                else:
+                    overflow = weight
+                    break
+            elif weight.all_underflow:
+                underflow = weight
+                break
+        if overflow is not None:
+            decide(
+                Precision.FP32,
+                Rule.WEIGHT_OVERFLOW,
+                f"weight '{overflow.name}' has |value| up to {overflow.abs_max:.6g} > {FP16_MAX:g} (float16 max)",
+            )
+            continue
+        if underflow is not None:
+            decide(
+                Precision.FP32,
+                Rule.WEIGHT_UNDERFLOW,
+                f"weight '{underflow.name}' has |value| at most {underflow.abs_max:.3g} < {FP16_MIN_NORMAL:.3g}: "
+                "every value would be subnormal or 0 in float16",
+            )
+            continue
+        result.node_slots[id(node)] = in16
+        result.output_slots[id(node)] = out16
+        if clamped:
+            for value, weight in clamped:
+                result.clamped[id(value)] = weight
+            names = ", ".join(f"'{w.name}' (|max| {w.abs_max:.6g})" for _, w in clamped)
+            decide(Precision.FP16, Rule.WEIGHT_CLAMPED, f"clamped to ±{FP16_MAX:g}: {names}")
+        else:
+            decide(Precision.FP16, Rule.CONVERTED)
+    return result

@@ -1,0 +1,256 @@
+"""Apply a precision plan: retype tensors, convert constants, insert the fewest Casts.
+
+Each float32 tensor gets one precision, set by its producer: the producing node's plan for computed
+tensors, `keep_io_types` for graph inputs, and for "free" producers (initializers, Constant, ConstantOfShape,
+an existing Cast to float) whatever all their consumers need, so that a constant is stored once in the
+precision it is used in. Every consumer that needs the other precision reads one shared Cast placed right
+after the producer. That is one Cast per tensor crossing a precision boundary, which is the lower bound, and
+since Casts only ever sit between a producer and its consumers, no Cast feeds another Cast.
+
+Everything is linear in the size of the graph: no copies of the model, no repeated scans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from olive_fp16_pass.classify import FP16_MAX, ClassifyResult, constant_tensor, is_free
+from olive_fp16_pass.element_types import ElementTypes
+from olive_fp16_pass.graph_walk import all_graphs
+from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.precision_plan import Precision
+
+F32 = ir.DataType.FLOAT
+F16 = ir.DataType.FLOAT16
+ANY = "any"  # the consumer accepts either precision (Cast input, Shape-like ops)
+_DTYPE_ATTR_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "EyeLike"})
+
+
+@dataclass
+class ConvertStats:
+    casts_inserted: int = 0
+    initializers_converted: int = 0
+    constants_converted: int = 0
+    values_retyped: int = 0
+    cast_nodes: list[str] = field(default_factory=list)
+    renamed_outputs: list[str] = field(default_factory=list)
+
+
+class _Names:
+    """Fresh names that clash with no node or value name anywhere in the model."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self.used: set[str] = set()
+        for graph in all_graphs(model.graph):
+            self.used.update(v.name for v in (*graph.inputs, *graph.outputs, *graph.initializers.values()) if v.name)
+            for node in graph:
+                if node.name:
+                    self.used.add(node.name)
+                self.used.update(v.name for v in node.outputs if v.name)
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.used:
+            k += 1
+            name = f"{base}_{k}"
+        self.used.add(name)
+        return name
+
+
+def _to_float16(array: np.ndarray, clamp: bool) -> np.ndarray:
+    if clamp:
+        array = np.clip(array, -FP16_MAX, FP16_MAX)
+    with np.errstate(over="ignore"):
+        return array.astype(np.float16)
+
+
+def apply_plan(
+    model: ir.Model,
+    nodes: list[tuple[ir.Node, str]],
+    types: ElementTypes,
+    classified: ClassifyResult,
+    options: ConversionOptions,
+) -> ConvertStats:
+    stats = ConvertStats()
+    main = model.graph
+    main_inputs = {id(v) for v in main.inputs}
+
+    def want(node: ir.Node, index: int, value: ir.Value) -> ir.DataType | str | None:
+        if is_free(node):
+            return ANY
+        slots = classified.node_slots.get(id(node))
+        if slots is not None and index in slots:  # a float16 slot of a node converted to float16
+            outs = classified.output_slots[id(node)]
+            if not outs and len(slots) == 1 and node.op_type not in _DTYPE_ATTR_OPS:
+                return ANY  # e.g. Shape, ArgMax: reads either precision, no float output to keep consistent
+            return F16
+        return types.get(value)
+
+    # Output slots of every graph, by value: graph outputs are consumers too.
+    output_slots: dict[int, list[tuple[ir.Graph, int]]] = {}
+    for graph in all_graphs(main):
+        for i, value in enumerate(graph.outputs):
+            output_slots.setdefault(id(value), []).append((graph, i))
+
+    def output_want(graph: ir.Graph, index: int, value: ir.Value) -> ir.DataType | str | None:
+        dtype = types.get(value)
+        if graph is not main or dtype != F32:
+            return dtype
+        if id(value) in main_inputs:
+            return ANY  # a pass-through input/output follows the input's keep_io_types
+        return F32 if options.keeps_io(value.name or "") else F16
+
+    def uses_with_wants(value: ir.Value):
+        for node, index in value.uses():
+            yield ("node", node, index), want(node, index, value)
+        for graph, index in output_slots.get(id(value), ()):
+            yield ("output", graph, index), output_want(graph, index, value)
+
+    # 1. The precision of every float32 tensor.
+    float_values: list[ir.Value] = []
+    seen: set[int] = set()
+
+    def visit(value: ir.Value | None) -> None:
+        if value is not None and id(value) not in seen and types.get(value) in (F32, F16):
+            seen.add(id(value))
+            float_values.append(value)
+
+    for graph in all_graphs(main):
+        for value in (*graph.inputs, *graph.initializers.values()):
+            visit(value)
+    for node, _ in nodes:
+        for value in node.outputs:
+            visit(value)
+
+    assigned: dict[int, ir.DataType] = {}
+    for value in float_values:
+        dtype = types.get(value)
+        if dtype == F16:
+            assigned[id(value)] = F16
+            continue
+        producer = value.producer()
+        if id(value) in main_inputs:
+            assigned[id(value)] = F32 if options.keeps_io(value.name or "") else F16
+        elif producer is None and not value.is_initializer():
+            assigned[id(value)] = F32  # subgraph input: control-flow interfaces stay float32
+        elif producer is None or is_free(producer):
+            assigned[id(value)] = _free_precision(value, producer, uses_with_wants(value), classified)
+        else:
+            outs = classified.output_slots.get(id(producer), frozenset())
+            assigned[id(value)] = F16 if value.index() in outs else F32
+
+    # 2. Retype tensors and rewrite constants.
+    for value in float_values:
+        if types.get(value) != F32 or assigned[id(value)] != F16:
+            continue
+        stats.values_retyped += 1
+        if value.type is not None or value.is_graph_input() or value.is_graph_output():
+            value.type = ir.TensorType(F16)  # no value_info is invented for tensors that had none
+        producer = value.producer()
+        clamp = id(value) in classified.clamped
+        if producer is None:
+            tensor = value.const_value
+            if tensor is not None:
+                value.const_value = ir.Tensor(_to_float16(tensor.numpy(), clamp), name=tensor.name)
+                stats.initializers_converted += 1
+        elif producer.op_type == "Cast":
+            producer.attributes["to"] = ir.AttrInt64("to", F16)
+        elif producer.op_type == "Constant":
+            tensor = constant_tensor(value)
+            array = tensor.numpy() if tensor is not None else _constant_float_attr(producer)
+            for name in ("value", "value_float", "value_floats"):
+                producer.attributes.pop(name, None)
+            producer.attributes["value"] = ir.AttrTensor("value", ir.Tensor(_to_float16(array, clamp)))
+            stats.constants_converted += 1
+        elif producer.op_type == "ConstantOfShape":
+            attr = producer.attributes.get("value")
+            array = attr.value.numpy() if attr is not None else np.zeros(1, np.float32)
+            producer.attributes["value"] = ir.AttrTensor("value", ir.Tensor(_to_float16(array, clamp)))
+        elif producer.op_type in _DTYPE_ATTR_OPS:
+            producer.attributes["dtype"] = ir.AttrInt64("dtype", F16)
+
+    # 3. One Cast per tensor and target precision, shared by all consumers that need it.
+    names = _Names(model)
+    first_nodes = {id(graph): (next(iter(graph), None)) for graph in all_graphs(main)}
+    for value in float_values:
+        have = assigned[id(value)]
+        need_other = [(use, w) for use, w in uses_with_wants(value) if w not in (ANY, None, have)]
+        if not need_other:
+            continue
+        target = F32 if have == F16 else F16
+        base = value.name or "tensor"
+        cast_out = ir.Value(
+            name=names.fresh(f"{base}_{target.name.lower()}"), type=ir.TensorType(target), shape=value.shape
+        )
+        cast = ir.Node(
+            "",
+            "Cast",
+            [value],
+            [ir.AttrInt64("to", target)],
+            outputs=[cast_out],
+            name=names.fresh(f"{base}_cast_{target.name.lower()}"),
+        )
+        _insert_after_producer(value, cast, first_nodes)
+        stats.casts_inserted += 1
+        stats.cast_nodes.append(cast.name)
+        for (kind, owner, index), _ in need_other:
+            if kind == "node":
+                owner.replace_input_with(index, cast_out)
+            elif owner is main:
+                # Keep the model's output name: the Cast's output takes it, the old tensor gets a new one.
+                original = value.name
+                value.name = names.fresh(f"{original}_{have.name.lower()}")
+                cast_out.name = original
+                owner.outputs[index] = cast_out
+                stats.renamed_outputs.append(original or "")
+            else:
+                owner.outputs[index] = cast_out
+    return stats
+
+
+def _constant_float_attr(node: ir.Node) -> np.ndarray:
+    attrs = node.attributes
+    if "value_float" in attrs:
+        return np.array(attrs["value_float"].value, dtype=np.float32)
+    return np.array(attrs["value_floats"].value, dtype=np.float32)
+
+
+def _free_precision(value, producer, uses, classified: ClassifyResult) -> ir.DataType:
+    """A constant or an existing Cast takes the precision all its consumers need, or stays float32."""
+    wants = [w for _, w in uses]
+    if F16 not in wants or any(w not in (F16, ANY) for w in wants):
+        return F32
+    if producer is None or producer.op_type == "Constant":
+        tensor = constant_tensor(value)
+        if tensor is not None and id(value) not in classified.clamped:
+            array = tensor.numpy()
+            if array.size and float(np.max(np.abs(array[np.isfinite(array)]), initial=0.0)) > FP16_MAX:
+                return F32
+    return F16
+
+
+def _insert_after_producer(value: ir.Value, cast: ir.Node, first_nodes: dict[int, ir.Node | None]) -> None:
+    producer = value.producer()
+    if producer is not None:
+        producer.graph.insert_after(producer, cast)
+        return
+    graph = value.graph
+    first = first_nodes.get(id(graph))
+    if first is None:
+        graph.append(cast)
+        first_nodes[id(graph)] = cast
+    else:
+        graph.insert_before(first, cast)
+
+
+def plan_precision_counts(classified: ClassifyResult) -> dict[str, int]:
+    counts = {"fp16": 0, "fp32": 0}
+    for decision in classified.plan.decisions.values():
+        counts[decision.precision.value] += 1
+    return counts
+
+
+__all__ = ["ConvertStats", "Precision", "apply_plan", "plan_precision_counts"]

@@ -1,0 +1,154 @@
+"""`convert_float16`: full float16 conversion that keeps in float32 only what must stay there.
+
+The public entry point of the Olive-free core: load -> element types -> classify -> apply the plan -> report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from olive_fp16_pass import classify as classify_mod
+from olive_fp16_pass import element_types
+from olive_fp16_pass.convert import apply_plan
+from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.graph_walk import nodes_bodies_first, subgraphs
+from olive_fp16_pass.model_io import has_external_data, load_model_file, save_model
+from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.report import ConversionReport
+
+logger = logging.getLogger(__name__)
+
+ModelLike = onnx.ModelProto | str | os.PathLike
+
+
+@dataclass
+class ConversionResult:
+    """The converted model (onnx-ir, serialized on demand) and its report."""
+
+    ir_model: ir.Model
+    report: ConversionReport
+    external_data: bool = False
+    _proto: onnx.ModelProto | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        if self._proto is None:
+            self._proto = ir.serde.serialize_model(self.ir_model)
+        return self._proto
+
+    def save(
+        self, path: str | os.PathLike, *, external_data: bool | None = None, external_data_name: str | None = None
+    ) -> Path:
+        """Write the model atomically; external data if asked, if the input had it, or if it needs it (>2 GB)."""
+        if external_data is None and self.external_data:
+            external_data = True
+        return save_model(self.ir_model, path, external_data=external_data, external_data_name=external_data_name)
+
+
+def _load(model: ModelLike) -> tuple[ir.Model, bool]:
+    if isinstance(model, onnx.ModelProto):
+        external = has_external_data(model)
+        return ir.serde.deserialize_model(model), external
+    if isinstance(model, (str, os.PathLike)):
+        return load_model_file(model)
+    raise Float16Error(f"model: expected an onnx.ModelProto or a path to an .onnx file, got {type(model).__name__}")
+
+
+def _graph_labels(model: ir.Model) -> tuple[list[tuple[ir.Node, str]], dict[int, str]]:
+    """Every node with the path of its graph ("main", "If_3/then_branch"), and a readable label."""
+    nodes: list[tuple[ir.Node, str]] = []
+    labels: dict[int, str] = {}
+    counter = 0
+
+    def walk(graph: ir.Graph, path: str) -> None:
+        nonlocal counter
+        for node in graph:
+            labels[id(node)] = node.name or f"<unnamed {node.op_type} #{counter}>"
+            counter += 1
+            for attr_name, sub in subgraphs(node):
+                walk(sub, f"{path}/{labels[id(node)]}/{attr_name}")
+            nodes.append((node, path))
+
+    walk(model.graph, "main")
+    return nodes, labels
+
+
+def convert_float16(
+    model: ModelLike,
+    *,
+    keep_io_types: bool | list[str] = False,
+    op_block_list: list[str] | None = None,
+    node_block_list: list[str] | None = None,
+    op_include_list: list[str] | None = None,
+    node_include_list: list[str] | None = None,
+    clamp_weights: bool = False,
+) -> ConversionResult:
+    """Convert a float32 model to float16, keeping in float32 only the nodes that must stay there.
+
+    A node stays float32 when a rule says so (user block/include lists; no float16 type in its schema; a weight
+    beyond float16's range, unless `clamp_weights`; control-flow interfaces; unknown ops), and the report says
+    which rule and the value it measured. Node names in the node lists are exact names or regular expressions
+    (full match). The input model is never modified.
+    """
+    start = time.perf_counter()
+    options = ConversionOptions(
+        keep_io_types=keep_io_types,
+        op_block_list=op_block_list,
+        node_block_list=node_block_list,
+        op_include_list=op_include_list,
+        node_include_list=node_include_list,
+        clamp_weights=clamp_weights,
+    )
+    ir_model, external = _load(model)
+    graph = ir_model.graph
+    options.check_io_names([v.name or "" for v in graph.inputs], [v.name or "" for v in graph.outputs])
+
+    types = element_types.infer(ir_model)
+    nodes, labels = _graph_labels(ir_model)
+    classified = classify_mod.classify(ir_model, nodes, labels, types, options)
+    for patterns in (options.node_blocks, options.node_includes):
+        patterns.check_invalid()
+    stats = apply_plan(ir_model, nodes, types, classified, options)
+
+    report = ConversionReport(
+        decisions=list(classified.plan.decisions.values()),
+        casts_inserted=stats.casts_inserted,
+        initializers_converted=stats.initializers_converted,
+        constants_converted=stats.constants_converted,
+        values_retyped=stats.values_retyped,
+        options={
+            "keep_io_types": options.keep_io_types,
+            "op_block_list": options.op_block_list,
+            "node_block_list": options.node_block_list,
+            "op_include_list": options.op_include_list,
+            "node_include_list": options.node_include_list,
+            "clamp_weights": options.clamp_weights,
+        },
+    )
+    for patterns in (options.node_blocks, options.node_includes):
+        for entry in patterns.unmatched():
+            message = f"{patterns.option}: '{entry}' matches no node name in the model"
+            report.warnings.append(message)
+            logger.warning(message)
+    if stats.values_retyped == 0:
+        has_fp16 = any(d.precision.value == "fp16" for d in report.decisions)
+        report.notes.append(
+            "no float32 tensor was converted: the model is unchanged"
+            + (" (it already holds float16 tensors)" if not has_fp16 and _has_float16(ir_model, types) else "")
+        )
+    report.seconds = time.perf_counter() - start
+    return ConversionResult(ir_model, report, external)
+
+
+def _has_float16(model: ir.Model, types: element_types.ElementTypes) -> bool:
+    return any(types.get(v) == ir.DataType.FLOAT16 for node in nodes_bodies_first(model.graph) for v in node.outputs)
+
+
+__all__ = ["ConversionResult", "convert_float16"]

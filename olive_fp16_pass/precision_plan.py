@@ -1,0 +1,67 @@
+"""Decisions are data: which precision each node runs in, and why.
+
+Every rule returns records rather than log lines, and the report is built from these records, so a user
+can always see which rule kept a node in float32 and the value it measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+
+class Precision(str, Enum):
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+class Rule(str, Enum):
+    """Why a node ended up in the precision it has."""
+
+    CONVERTED = "converted"
+    OP_BLOCK_LIST = "op_block_list"
+    NODE_BLOCK_LIST = "node_block_list"
+    NOT_IN_OP_INCLUDE_LIST = "not_in_op_include_list"
+    NOT_IN_NODE_INCLUDE_LIST = "not_in_node_include_list"
+    WEIGHT_OVERFLOW = "weight_overflow"
+    WEIGHT_UNDERFLOW = "weight_underflow"
+    WEIGHT_CLAMPED = "weight_clamped"
+    NO_FP16_IN_SCHEMA = "no_fp16_in_schema"
+    UNKNOWN_OP = "unknown_op"
+    UNKNOWN_TYPE = "unknown_type"
+    NON_TENSOR_TYPE = "non_tensor_type"
+    CONTROL_FLOW = "control_flow_interface"
+    ACTIVATION_OVERFLOW = "activation_overflow"
+    ACTIVATION_UNDERFLOW = "activation_underflow"
+    ACCURACY = "accuracy"
+
+
+@dataclass
+class NodeDecision:
+    node: str
+    op_type: str
+    domain: str
+    graph: str
+    precision: Precision
+    rule: Rule
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["precision"] = self.precision.value
+        data["rule"] = self.rule.value
+        return data
+
+
+@dataclass
+class PrecisionPlan:
+    """Node decisions keyed by `id(node)`; nodes with no float32 tensor are not in the plan."""
+
+    decisions: dict[int, NodeDecision] = field(default_factory=dict)
+
+    def precision(self, node_id: int) -> Precision | None:
+        decision = self.decisions.get(node_id)
+        return decision.precision if decision else None
+
+    def fp32_decisions(self) -> list[NodeDecision]:
+        return [d for d in self.decisions.values() if d.precision is Precision.FP32]

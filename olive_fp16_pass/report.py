@@ -1,0 +1,67 @@
+"""The conversion report: per-node precision decisions with reasons, counts, notes. JSON via to_dict()."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from olive_fp16_pass.precision_plan import NodeDecision, Precision
+
+
+@dataclass
+class ConversionReport:
+    decisions: list[NodeDecision] = field(default_factory=list)
+    casts_inserted: int = 0
+    initializers_converted: int = 0
+    constants_converted: int = 0
+    values_retyped: int = 0
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def fp32_nodes(self) -> list[NodeDecision]:
+        return [d for d in self.decisions if d.precision is Precision.FP32]
+
+    @property
+    def fp16_nodes(self) -> list[NodeDecision]:
+        return [d for d in self.decisions if d.precision is Precision.FP16]
+
+    def reasons(self) -> dict[str, int]:
+        return dict(Counter(d.rule.value for d in self.fp32_nodes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": {
+                "nodes_fp16": len(self.fp16_nodes),
+                "nodes_fp32": len(self.fp32_nodes),
+                "fp32_reasons": self.reasons(),
+                "casts_inserted": self.casts_inserted,
+                "initializers_converted": self.initializers_converted,
+                "constants_converted": self.constants_converted,
+                "values_retyped": self.values_retyped,
+                "seconds": round(self.seconds, 4),
+            },
+            "options": self.options,
+            "notes": self.notes,
+            "warnings": self.warnings,
+            "fp32_nodes": [d.to_dict() for d in self.fp32_nodes],
+            "fp16_nodes_with_notes": [d.to_dict() for d in self.fp16_nodes if d.detail],
+        }
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def summary(self) -> str:
+        lines = [
+            f"{len(self.fp16_nodes)} nodes in float16, {len(self.fp32_nodes)} kept in float32, "
+            f"{self.casts_inserted} Casts inserted ({self.seconds:.2f} s)"
+        ]
+        for rule, count in sorted(self.reasons().items()):
+            lines.append(f"  float32 because {rule}: {count}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        lines.extend(f"  warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
