@@ -2,11 +2,45 @@
 
 The core works on plain `onnx.ModelProto` (or a path) and never imports Olive; the Olive passes in
 `olive_fp16_pass.olive` are thin adapters over it.
+
+Attributes are loaded lazily: the Olive auto-registration hook imports a submodule of this package at every
+interpreter start, so importing the package itself must cost nothing (no onnx, numpy or onnx-ir import).
 """
 
-from olive_fp16_pass.errors import Float16Error, ModelFileError, OptionError
-from olive_fp16_pass.float16 import ConversionResult, convert_float16
-from olive_fp16_pass.report import ConversionReport
+from __future__ import annotations
+
+import importlib
+
+TYPE_CHECKING = False  # not `from typing import ...`: keeps `import olive_fp16_pass` at ~1 ms
 
 __version__ = "0.1.0"
-__all__ = ["ConversionReport", "ConversionResult", "Float16Error", "ModelFileError", "OptionError", "convert_float16"]
+
+_LAZY = {
+    "convert_float16": "olive_fp16_pass.float16",
+    "ConversionResult": "olive_fp16_pass.float16",
+    "ConversionReport": "olive_fp16_pass.report",
+    "Float16Error": "olive_fp16_pass.errors",
+    "ModelFileError": "olive_fp16_pass.errors",
+    "OptionError": "olive_fp16_pass.errors",
+}
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
+    from olive_fp16_pass.errors import Float16Error, ModelFileError, OptionError
+    from olive_fp16_pass.float16 import ConversionResult, convert_float16
+    from olive_fp16_pass.report import ConversionReport
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'olive_fp16_pass' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -1,0 +1,65 @@
+"""`olive-fp16` command line: convert a model, or write a package config for `olive run --package-config`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from olive_fp16_pass.errors import Float16Error
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from olive_fp16_pass.float16 import convert_float16
+
+    keep_io: bool | list[str] = args.keep_io_types if args.keep_io_types != ["all"] else True
+    result = convert_float16(
+        args.model,
+        keep_io_types=keep_io or False,
+        op_block_list=args.op_block_list,
+        node_block_list=args.node_block_list,
+        clamp_weights=args.clamp_weights,
+    )
+    result.save(args.output)
+    if args.report:
+        from pathlib import Path
+
+        Path(args.report).write_text(result.report.to_json())
+    print(result.report.summary())
+    return 0
+
+
+def _package_config(args: argparse.Namespace) -> int:
+    from olive_fp16_pass.olive.registration import write_package_config
+
+    path = write_package_config(args.output)
+    print(f"wrote {path}: Olive's built-in passes plus olive-fp16's; use `olive run --package-config {path}`")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="olive-fp16", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert", help="convert an ONNX model to float16")
+    conv.add_argument("model")
+    conv.add_argument("-o", "--output", required=True)
+    conv.add_argument("--keep-io-types", nargs="*", default=None, help="no names: keep all; else names to keep")
+    conv.add_argument("--op-block-list", nargs="*", default=None)
+    conv.add_argument("--node-block-list", nargs="*", default=None)
+    conv.add_argument("--clamp-weights", action="store_true")
+    conv.add_argument("--report", help="write the JSON report here")
+    conv.set_defaults(func=_convert)
+    pkg = sub.add_parser("package-config", help="write Olive's package config plus our passes")
+    pkg.add_argument("-o", "--output", default="olive_fp16_package_config.json")
+    pkg.set_defaults(func=_package_config)
+    args = parser.parse_args(argv)
+    if getattr(args, "keep_io_types", None) == []:
+        args.keep_io_types = ["all"]
+    try:
+        return args.func(args)
+    except Float16Error as exc:
+        print(f"olive-fp16: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

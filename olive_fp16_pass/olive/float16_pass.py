@@ -1,0 +1,114 @@
+"""Olive pass `OnnxFloat16`: a thin adapter over `olive_fp16_pass.convert_float16`.
+
+Shaped like Olive's own `OnnxFloatToFloat16` (same option names where they mean the same thing) so that it is
+a drop-in replacement, but safe by default: weights beyond float16's range keep their node in float32
+instead of being clamped (set `clamp_weights` to clamp), and the per-node decisions are written next to the
+model as `<model>.fp16_report.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Union
+
+from olive.hardware.accelerator import AcceleratorSpec
+from olive.model import ONNXModelHandler
+from olive.model.utils import resolve_onnx_path
+from olive.passes import Pass
+from olive.passes.onnx.common import get_external_data_config, ir_model_to_olive_model
+from olive.passes.pass_config import BasePassConfig, PassConfigParam
+
+logger = logging.getLogger(__name__)
+
+REPORT_SUFFIX = ".fp16_report.json"
+
+
+def float16_config_params() -> dict[str, PassConfigParam]:
+    """Options shared by the Float16 and auto-mixed-precision passes."""
+    return {
+        "keep_io_types": PassConfigParam(
+            type_=Union[bool, list[str]],
+            default_value=False,
+            description="Keep model inputs/outputs in float32: true for all, or a list of input/output names.",
+        ),
+        "op_block_list": PassConfigParam(
+            type_=list[str], default_value=None, description="Op types to keep in float32."
+        ),
+        "op_include_list": PassConfigParam(
+            type_=list[str],
+            default_value=None,
+            description="Only these op types go to float16. Mutually exclusive with op_block_list.",
+        ),
+        "node_block_list": PassConfigParam(
+            type_=list[str],
+            default_value=None,
+            description="Node names (exact, or regular expressions matching the whole name) to keep in float32.",
+        ),
+        "node_include_list": PassConfigParam(
+            type_=list[str],
+            default_value=None,
+            description="Only nodes whose names match go to float16. Mutually exclusive with node_block_list.",
+        ),
+        "clamp_weights": PassConfigParam(
+            type_=bool,
+            default_value=False,
+            description=(
+                "Clamp weights beyond ±65504 to the float16 range instead of keeping their nodes in float32. "
+                "Off by default: clamping silently changes what the model computes."
+            ),
+        ),
+    }
+
+
+def write_report(report_dict: dict, model_path: str | Path) -> Path:
+    path = Path(model_path)
+    target = path.with_name(path.stem + REPORT_SUFFIX)
+    target.write_text(json.dumps(report_dict, indent=2))
+    return target
+
+
+def with_report(output: ONNXModelHandler, report_dict: dict) -> ONNXModelHandler:
+    """Write the report beside the model and attach it to the model's attributes.
+
+    The attributes travel with the model through later passes and into `output_dir/model_config.json`.
+    (Returning the model as a folder would also carry the file, but Olive 0.13 resolves a relative
+    `onnx_file_name` against the current directory, so a `model.onnx` there silently replaces ours.)
+    """
+    write_report(report_dict, output.model_path)
+    attributes = dict(output.model_attributes or {})
+    attributes["olive_fp16_report"] = report_dict
+    output.model_attributes = attributes
+    return output
+
+
+class OnnxFloat16(Pass):
+    """Convert a model to float16, keeping in float32 only the nodes that must stay there, with reasons."""
+
+    @classmethod
+    def _default_config(cls, accelerator_spec: AcceleratorSpec) -> dict[str, PassConfigParam]:
+        config = float16_config_params()
+        config.update(get_external_data_config())
+        return config
+
+    def _run_for_config(
+        self, model: ONNXModelHandler, config: type[BasePassConfig], output_model_path: str
+    ) -> ONNXModelHandler:
+        from olive_fp16_pass.float16 import convert_float16
+
+        output_model_path = resolve_onnx_path(output_model_path, Path(model.model_path).name)
+        # A path, not a loaded proto: external data then stays memory-mapped until it is converted.
+        result = convert_float16(
+            model.model_path,
+            keep_io_types=config.keep_io_types,
+            op_block_list=config.op_block_list,
+            node_block_list=config.node_block_list,
+            op_include_list=config.op_include_list,
+            node_include_list=config.node_include_list,
+            clamp_weights=config.clamp_weights,
+        )
+        logger.info("OnnxFloat16: %s", result.report.summary())
+        output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
+        output.model_attributes = model.model_attributes
+        return with_report(output, result.report.to_dict())

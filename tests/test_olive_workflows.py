@@ -1,0 +1,117 @@
+"""Real `olive run` subprocesses: our pass resolves with no extra flag, and through --package-config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tests.helpers import init, make_model, run, vi
+
+OLIVE = [sys.executable, "-m", "olive"]
+
+
+def _model(path: Path) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["a"], name="mm"),
+            helper.make_node("Mul", ["a", "big"], ["b"], name="mul_big"),
+            helper.make_node("Relu", ["b"], ["y"], name="relu"),
+        ],
+        [vi("x", TensorProto.FLOAT, ["batch", 8])],
+        [vi("y", TensorProto.FLOAT, ["batch", 4])],
+        [init("W", rng.standard_normal((8, 4)).astype(np.float32)), init("big", np.full(4, 1e-5, np.float32))],
+    )
+    onnx.save(model, path)
+    return model
+
+
+def _workflow(tmp_path: Path) -> Path:
+    config = {
+        "input_model": {"type": "ONNXModel", "model_path": str(tmp_path / "model.onnx")},
+        "passes": {
+            "fp16": {"type": "OnnxFloat16", "node_block_list": ["no_such_node"]},
+            # One of Olive's built-in passes after ours: float16 inputs/outputs back to float32.
+            "io": {"type": "OnnxIODataTypeConverter", "name_pattern": ".*"},
+        },
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        "log_severity_level": 1,
+    }
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _olive(args: list[str], tmp_path: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([*OLIVE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _check_output(tmp_path: Path, original: onnx.ModelProto) -> None:
+    out = onnx.load(tmp_path / "out" / "model.onnx")
+    onnx.checker.check_model(out, full_check=True)
+    assert out.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # Olive's IO converter ran
+    initializers = {t.name: t.data_type for t in out.graph.initializer}
+    assert initializers == {"W": TensorProto.FLOAT16, "big": TensorProto.FLOAT}  # 1e-5: all subnormal in fp16
+    x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(original, {"x": x})[0], rtol=2e-2, atol=1e-6)
+    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    report = attributes["olive_fp16_report"]
+    assert report["fp32_nodes"][0]["node"] == "mul_big"
+    assert report["fp32_nodes"][0]["rule"] == "weight_underflow"
+    assert report["warnings"] == ["node_block_list: 'no_such_node' matches no node name in the model"]
+
+
+def test_olive_run_resolves_our_pass_with_no_extra_flag(tmp_path):
+    original = _model(tmp_path / "model.onnx")
+    proc = _olive(["run", "--config", str(_workflow(tmp_path))], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _check_output(tmp_path, original)
+
+
+def test_olive_run_with_package_config_route(tmp_path):
+    """The official route alone: auto-registration off, a package config written by our command."""
+    original = _model(tmp_path / "model.onnx")
+    package_config = tmp_path / "package_config.json"
+    written = subprocess.run(
+        [sys.executable, "-m", "olive_fp16_pass.cli", "package-config", "-o", str(package_config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "package-config" in written.stdout
+    data = json.loads(package_config.read_text())
+    assert "OnnxFloatToFloat16" in data["passes"]  # Olive's built-ins kept
+    entry = data["passes"]["OnnxFloat16"]
+    assert {"CPUExecutionProvider", "CUDAExecutionProvider"} <= set(entry["supported_providers"])
+    workflow = _workflow(tmp_path)
+    no_hook = {"OLIVE_FP16_NO_AUTOREGISTER": "1"}
+    failed = _olive(["run", "--config", str(workflow)], tmp_path, no_hook)
+    assert failed.returncode != 0
+    assert "onnxfloat16" in (failed.stdout + failed.stderr).lower()
+    proc = _olive(["run", "--config", str(workflow), "--package-config", str(package_config)], tmp_path, no_hook)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _check_output(tmp_path, original)
+
+
+def test_registration_patch_is_idempotent_and_keeps_builtins():
+    from olive.package_config import OlivePackageConfig
+
+    from olive_fp16_pass.olive.registration import patch_package_config
+
+    assert patch_package_config(OlivePackageConfig) is False  # the .pth hook already patched it
+    config = OlivePackageConfig.parse_file_or_obj(OlivePackageConfig.get_default_config_path())
+    assert config.get_pass_module_config("OnnxFloat16").module_path.endswith("float16_pass.OnnxFloat16")
+    assert config.get_pass_module_config("OnnxFloatToFloat16").module_path.startswith("olive.")
+    assert config.import_pass_module("onnxfloat16").__name__ == "OnnxFloat16"
+    with pytest.raises(ValueError, match="not found"):
+        config.get_pass_module_config("NoSuchPass")
