@@ -23,7 +23,14 @@ _LAZY = {
     "ModelFileError": "olive_fp16_pass.errors",
     "OptionError": "olive_fp16_pass.errors",
 }
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ConversionReport",
+    "ConversionResult",
+    "Float16Error",
+    "ModelFileError",
+    "OptionError",
+    "convert_float16",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any

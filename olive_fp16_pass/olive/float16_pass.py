@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Union
 
 from olive.hardware.accelerator import AcceleratorSpec
 from olive.model import ONNXModelHandler
@@ -29,7 +28,7 @@ def float16_config_params() -> dict[str, PassConfigParam]:
     """Options shared by the Float16 and auto-mixed-precision passes."""
     return {
         "keep_io_types": PassConfigParam(
-            type_=Union[bool, list[str]],
+            type_=bool | list[str],
             default_value=False,
             description="Keep model inputs/outputs in float32: true for all, or a list of input/output names.",
         ),
