@@ -32,7 +32,7 @@ def random_mixed_graph(seed: int, n_nodes: int = 80) -> onnx.ModelProto:
         nodes.append(helper.make_node(op, inputs, [out], name=f"n{i}"))
         tensors.append(out)
     consumed = {name for node in nodes for name in node.input}
-    outputs = [t for t in tensors[2:] if t not in consumed][:4] + [tensors[-1]]
+    outputs = [*[t for t in tensors[2:] if t not in consumed][:4], tensors[-1]]
     outputs = list(dict.fromkeys(outputs))
     return make_model(
         nodes,
