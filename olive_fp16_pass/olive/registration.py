@@ -69,11 +69,26 @@ def patch_package_config(config_cls: type) -> bool:
     return True
 
 
+def on_package_config_loaded(module) -> None:
+    """Import hook: `olive.package_config` has just executed."""
+    patch_package_config(module.OlivePackageConfig)
+
+
+def on_run_config_loaded(module) -> None:
+    """Import hook: `olive.workflows.run.config` has just executed; Olive's config models now exist."""
+    from olive_fp16_pass.olive import compat
+
+    compat.apply()
+
+
 def register() -> None:
     """Patch Olive now (for scripts that call `olive.workflows.run` without the auto-registration hook)."""
     from olive.package_config import OlivePackageConfig
 
+    from olive_fp16_pass.olive import compat
+
     patch_package_config(OlivePackageConfig)
+    compat.apply()
 
 
 def merged_package_config() -> dict[str, Any]:

@@ -1,0 +1,347 @@
+"""Runtime workarounds for olive-ai bugs that break custom metrics and joint search.
+
+Nothing is patched when this module is imported: call :func:`apply` (idempotent) once, before building Olive
+configs or calling ``olive.workflows.run``. Each workaround is applied only when (a) the installed
+``olive.__version__`` is in :data:`AFFECTED_OLIVE_VERSIONS` and (b) a small live probe shows the bug is really there,
+so it becomes a no-op as soon as upstream fixes it. :func:`detect` runs the probes without patching anything.
+
+Bugs (all reproduced with olive-ai 0.13.0 and pydantic 2.13.5):
+
+B1_custom_metric_serialization
+    ``olive.evaluator.metric.Metric.serialize_backend`` and ``SubMetric.serialize_metric_config`` (pydantic field
+    serializers) call ``.model_dump()`` on ``None``. A ``"type": "custom"`` metric always has ``backend=None``
+    (``Metric.validate_backend`` forces it) and its sub-types have ``metric_config=None``, so *any* dump of a config
+    holding a custom metric raises ``PydanticSerializationError: Error calling function `serialize_backend`:
+    AttributeError: 'NoneType' object has no attribute 'model_dump'``. Users see it from ``RunConfig.to_json()``
+    (``olive.workflows.run`` -> ``run_engine`` dies before any pass runs), and already while *parsing* a RunConfig
+    whose pass has its own custom-metric evaluator (``RunConfig.validate_pass_search`` dumps the pass config).
+    Fix: None-safe replacements for both serializer functions, then rebuild the models that embed them.
+
+B2_metric_user_config
+    ``Metric.user_config`` is declared ``Optional[ConfigBase]``; pydantic serializes a field by its declared type, and
+    ``ConfigBase`` has no fields, so ``Metric.model_dump()`` writes ``"user_config": {}``: ``user_script``,
+    ``evaluate_func``, ``metric_func``, ``io_bind``, ``inference_settings`` ... are silently dropped (hidden behind B1
+    until that is fixed). Where it bites in a real run: ``RunEngineConfig.create_engine``
+    (olive/workflows/run/config.py) passes ``self.model_dump(...)`` to ``Engine``, which re-validates the evaluator
+    from that dict, so the custom metric has no ``evaluate_func`` and ``olive.workflows.run`` raises ``ValueError:
+    evaluate_func or metric_func is not specified in the metric config`` (inside a search Olive catches it and logs
+    the search point as FAILED). The same loss happens for per-pass evaluators in ``RunConfig.validate_pass_search``
+    and ``Engine._compute_search_pass_configs``, and in the config cached by ``cache_olive_config`` (``to_json()``).
+    Fix: mark the field ``SerializeAsAny`` (serialize by runtime type) and rebuild the models that embed ``Metric``.
+
+B3_footprint_model_config_alias
+    ``olive.engine.footprint.FootprintNode.update`` does ``setattr(self, k, v)`` with the keyword ``model_config``,
+    which is the *alias* of the field ``model_config_data`` (``model_config`` is pydantic's class config), so it raises
+    ``ValueError: "FootprintNode" object has no field "model_config"``. ``Footprint.record`` calls ``update`` whenever
+    the model id is already in the footprint: ``Engine._run_pass`` does that when a joint search reaches a pass
+    output it already produced (cache hit). Olive catches the error per search point, so most points of a joint search
+    end as ``... FAILED`` warnings and are missing from the results. Fix: map aliases to field names in ``update``.
+
+Affected versions: olive-ai >=0.13,<0.14 (only 0.13.0 checked). To check whether a workaround can be removed with a
+newer Olive: run ``python -c "from olive_fp16_pass.olive import compat; print(compat.detect())"``; every entry that
+is ``False`` is fixed upstream. Then widen/drop :data:`AFFECTED_OLIVE_VERSIONS` and the workaround
+(``tests/test_olive_compat.py`` reproduces each bug without the workaround and will skip those halves).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+B1_CUSTOM_METRIC_SERIALIZATION = "B1_custom_metric_serialization"
+B2_METRIC_USER_CONFIG = "B2_metric_user_config"
+B3_FOOTPRINT_MODEL_CONFIG_ALIAS = "B3_footprint_model_config_alias"
+WORKAROUNDS: tuple[str, ...] = (
+    B1_CUSTOM_METRIC_SERIALIZATION,
+    B2_METRIC_USER_CONFIG,
+    B3_FOOTPRINT_MODEL_CONFIG_ALIAS,
+)
+
+#: ``[low, high)`` range of Olive ``(major, minor)`` versions known to have all three bugs.
+AFFECTED_OLIVE_VERSIONS: tuple[tuple[int, int], tuple[int, int]] = ((0, 13), (0, 14))
+
+_PROBE_FUNC = "olive_fp16_compat_probe_func"
+
+_lock = threading.Lock()
+_applied: list[str] = []
+
+
+def olive_version() -> str:
+    """Return the installed ``olive.__version__``."""
+    import olive
+
+    return str(olive.__version__)
+
+
+def is_affected_version(version: str | None = None) -> bool:
+    """Whether ``version`` (default: installed Olive) is in :data:`AFFECTED_OLIVE_VERSIONS`."""
+    match = re.match(r"\s*v?(\d+)\.(\d+)", version if version is not None else olive_version())
+    if match is None:
+        return False
+    major_minor = (int(match.group(1)), int(match.group(2)))
+    low, high = AFFECTED_OLIVE_VERSIONS
+    return low <= major_minor < high
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# probes: each returns True when the bug is present in the running process
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _probe_custom_metric() -> Any:
+    from olive.evaluator.metric import Metric
+
+    return Metric.model_validate(
+        {
+            "name": "olive_fp16_compat_probe",
+            "type": "custom",
+            "sub_types": [{"name": "value", "priority": 1, "higher_is_better": True}],
+            # user_script is only checked for being set, never loaded
+            "user_config": {"user_script": "olive_fp16_compat_probe.py", "evaluate_func": _PROBE_FUNC},
+        }
+    )
+
+
+def _b1_present() -> bool:
+    """B1: dumping a custom metric (directly and nested in an evaluator config) raises."""
+    from olive.evaluator.olive_evaluator import OliveEvaluatorConfig
+
+    metric = _probe_custom_metric()
+    try:
+        metric.model_dump()
+        OliveEvaluatorConfig(metrics=[metric]).model_dump()
+    except Exception as exc:
+        if "model_dump" in str(exc):
+            return True
+        raise
+    return False
+
+
+def _b2_present() -> bool:
+    """B2: ``user_config`` fields are lost when a metric is dumped (directly or nested in an evaluator config)."""
+    from olive.evaluator.olive_evaluator import OliveEvaluatorConfig
+
+    metric = _probe_custom_metric()
+    # exclude the fields that trip over B1 so this probe is independent of it
+    dumps = (
+        metric.model_dump(include={"user_config"}),
+        OliveEvaluatorConfig(metrics=[metric]).model_dump(include={"metrics": {0: {"user_config"}}})["metrics"][0],
+    )
+    return any((dump.get("user_config") or {}).get("evaluate_func") != _PROBE_FUNC for dump in dumps)
+
+
+def _b3_present() -> bool:
+    """B3: ``FootprintNode.update(model_config=...)`` raises or does not set ``model_config_data``."""
+    from olive.engine.footprint import FootprintNode
+
+    node = FootprintNode(model_id="olive_fp16_compat_probe")
+    try:
+        node.update(model_config={"probe": 1})
+    except ValueError:
+        return True
+    return node.model_config_data != {"probe": 1}
+
+
+_PROBES: dict[str, Callable[[], bool]] = {
+    B1_CUSTOM_METRIC_SERIALIZATION: _b1_present,
+    B2_METRIC_USER_CONFIG: _b2_present,
+    B3_FOOTPRINT_MODEL_CONFIG_ALIAS: _b3_present,
+}
+
+
+def detect() -> dict[str, bool]:
+    """Probe the running Olive for each bug (``True`` = present). Patches nothing; ignores the version guard."""
+    return {name: probe() for name, probe in _PROBES.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fixes
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _serialize_backend(self: Any, backend: Any) -> Any:
+    """Replacement for ``Metric.serialize_backend``: custom metrics have ``backend=None`` (B1)."""
+    if backend is None or isinstance(backend, str):
+        return backend
+    return backend.model_dump()
+
+
+def _serialize_metric_config(self: Any, metric_config: Any) -> Any:
+    """Replacement for ``SubMetric.serialize_metric_config``: custom sub-metrics have ``metric_config=None`` (B1)."""
+    return None if metric_config is None else metric_config.model_dump()
+
+
+def _replace_field_serializer(model: type[Any], name: str, func: Callable[..., Any]) -> None:
+    """Swap the function behind the pydantic ``@field_serializer`` method ``model.name`` (takes effect on rebuild)."""
+    decorators = model.__pydantic_decorators__
+    old = decorators.field_serializers[name]
+    func.__name__ = func.__qualname__ = name
+    decorators.field_serializers[name] = dataclasses.replace(old, func=func)
+    setattr(model, name, func)
+
+
+def _fix_b1() -> list[type[Any]]:
+    from olive.evaluator.metric import Metric, SubMetric
+
+    _replace_field_serializer(Metric, "serialize_backend", _serialize_backend)
+    _replace_field_serializer(SubMetric, "serialize_metric_config", _serialize_metric_config)
+    return [SubMetric, Metric]
+
+
+def _fix_b2() -> list[type[Any]]:
+    from olive.evaluator.metric import Metric
+    from pydantic import SerializeAsAny
+
+    fields = Metric.__pydantic_fields__
+    field = copy.copy(fields["user_config"])
+    field.metadata = [*field.metadata, SerializeAsAny()]
+    fields["user_config"] = field
+    return [Metric]
+
+
+def _footprint_node_update(self: Any, **kwargs: Any) -> None:
+    """Replacement for ``FootprintNode.update`` that accepts field aliases such as ``model_config`` (B3)."""
+    alias_to_name = {info.alias: name for name, info in type(self).model_fields.items() if info.alias}
+    for key, value in kwargs.items():
+        setattr(self, alias_to_name.get(key, key), value)
+
+
+def _fix_b3() -> list[type[Any]]:
+    from olive.engine.footprint import FootprintNode
+
+    _footprint_node_update.__qualname__ = "FootprintNode.update"
+    FootprintNode.update = _footprint_node_update  # type: ignore[method-assign]
+    return []  # plain method: no schema to rebuild
+
+
+_FIXES: dict[str, Callable[[], list[type[Any]]]] = {
+    B1_CUSTOM_METRIC_SERIALIZATION: _fix_b1,
+    B2_METRIC_USER_CONFIG: _fix_b2,
+    B3_FOOTPRINT_MODEL_CONFIG_ALIAS: _fix_b3,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# schema rebuild: pydantic compiles a copy of a nested model's (de)serializer into every model that contains it, so
+# after changing Metric/SubMetric we must rebuild them *and* every already-built model that embeds them
+# (OliveEvaluatorConfig, RunEngineConfig, RunPassConfig, RunConfig, ...), children before parents.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _all_model_classes() -> Iterator[type[Any]]:
+    from pydantic import BaseModel
+
+    seen: set[type[Any]] = set()
+    stack: list[type[Any]] = [BaseModel]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                stack.append(sub)
+                yield sub
+
+
+def _models_in_schema(schema: Any, candidates: set[type[Any]]) -> set[type[Any]]:
+    """Return the classes from ``candidates`` that occur as ``{"type": "model", "cls": ...}`` anywhere in ``schema``."""
+    found: set[type[Any]] = set()
+    visited: set[int] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, dict):
+            cls = node.get("cls")
+            if node.get("type") == "model" and isinstance(cls, type) and cls in candidates:
+                found.add(cls)
+            stack.extend(value for value in node.values() if isinstance(value, (dict, list, tuple)))
+        elif isinstance(node, (list, tuple)):
+            stack.extend(value for value in node if isinstance(value, (dict, list, tuple)))
+    return found
+
+
+def _rebuild(model: type[Any]) -> None:
+    """Force-rebuild ``model``; on failure restore its previous schema/validator/serializer and re-raise."""
+    attrs = ("__pydantic_core_schema__", "__pydantic_validator__", "__pydantic_serializer__", "__pydantic_complete__")
+    saved = {attr: model.__dict__[attr] for attr in attrs if attr in model.__dict__}
+    try:
+        model.model_rebuild(force=True)
+    except Exception:
+        for attr, value in saved.items():
+            setattr(model, attr, value)
+        raise
+
+
+def _rebuild_with_dependents(roots: list[type[Any]]) -> list[type[Any]]:
+    root_set = set(roots)
+    dependents: dict[type[Any], set[type[Any]]] = {}
+    for cls in _all_model_classes():
+        schema = cls.__dict__.get("__pydantic_core_schema__")
+        if cls in root_set or not cls.__dict__.get("__pydantic_complete__") or not isinstance(schema, dict):
+            continue
+        if _models_in_schema(schema, root_set):
+            dependents[cls] = set()
+    candidates = set(dependents)
+    for cls in dependents:
+        dependents[cls] = _models_in_schema(cls.__dict__["__pydantic_core_schema__"], candidates) - {cls}
+    # a nested model's schema is inlined in its parents, so a parent always contains strictly more candidates
+    order = [*roots, *sorted(dependents, key=lambda cls: (len(dependents[cls]), cls.__module__, cls.__qualname__))]
+    for cls in order:
+        _rebuild(cls)
+    return order
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def apply(workarounds: Iterable[str] | None = None) -> list[str]:
+    """Apply the workarounds the installed Olive needs; return the names of all workarounds applied so far.
+
+    ``workarounds`` restricts this call to a subset of :data:`WORKAROUNDS` (default: all of them).
+    Idempotent and thread-safe. Does nothing outside :data:`AFFECTED_OLIVE_VERSIONS`, and skips a workaround whose
+    bug the live probe does not find (fixed upstream). A workaround that does not cure its probe is not reported and
+    logs a warning.
+    """
+    wanted = WORKAROUNDS if workarounds is None else tuple(workarounds)
+    unknown = sorted(set(wanted) - set(WORKAROUNDS))
+    if unknown:
+        raise ValueError(f"unknown olive compat workarounds {unknown}; known: {list(WORKAROUNDS)}")
+    with _lock:
+        if not is_affected_version():
+            logger.debug(
+                "olive %s is outside %s: no compat workaround needed", olive_version(), AFFECTED_OLIVE_VERSIONS
+            )
+            return list(_applied)
+        pending = [name for name in WORKAROUNDS if name in wanted and name not in _applied and _PROBES[name]()]
+        if not pending:
+            return list(_applied)
+        roots: list[type[Any]] = []
+        for name in pending:
+            roots.extend(cls for cls in _FIXES[name]() if cls not in roots)
+        if roots:
+            rebuilt = _rebuild_with_dependents(roots)
+            logger.debug("rebuilt pydantic models: %s", [cls.__qualname__ for cls in rebuilt])
+        for name in pending:
+            if _PROBES[name]():
+                logger.warning("olive compat workaround %s did not fix the bug (olive %s)", name, olive_version())
+            else:
+                _applied.append(name)
+                logger.info("applied olive compat workaround %s (olive %s)", name, olive_version())
+        return list(_applied)
+
+
+def applied() -> list[str]:
+    """Return the names of the workarounds applied in this process (in application order)."""
+    with _lock:
+        return list(_applied)
