@@ -17,6 +17,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "convert_float16": "olive_fp16_pass.float16",
+    "auto_mixed_precision": "olive_fp16_pass.mixed_precision",
+    "CriteriaNotMetError": "olive_fp16_pass.mixed_precision",
+    "ProviderUnavailableError": "olive_fp16_pass.runtime",
     "ConversionResult": "olive_fp16_pass.float16",
     "ConversionReport": "olive_fp16_pass.report",
     "Float16Error": "olive_fp16_pass.errors",
@@ -26,9 +29,12 @@ _LAZY = {
 __all__ = [
     "ConversionReport",
     "ConversionResult",
+    "CriteriaNotMetError",
     "Float16Error",
     "ModelFileError",
     "OptionError",
+    "ProviderUnavailableError",
+    "auto_mixed_precision",
     "convert_float16",
 ]
 
@@ -37,7 +43,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from olive_fp16_pass.errors import Float16Error, ModelFileError, OptionError
     from olive_fp16_pass.float16 import ConversionResult, convert_float16
+    from olive_fp16_pass.mixed_precision import CriteriaNotMetError, auto_mixed_precision
     from olive_fp16_pass.report import ConversionReport
+    from olive_fp16_pass.runtime import ProviderUnavailableError
 
 
 def __getattr__(name: str) -> Any:

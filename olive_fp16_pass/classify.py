@@ -151,6 +151,10 @@ def classify(
             decide(Precision.FP32, Rule.NOT_IN_NODE_INCLUDE_LIST, "name does not match node_include_list")
             continue
 
+        forced = options.forced_fp32.get(labels[id(node)])
+        if forced is not None:
+            decide(Precision.FP32, forced[0], forced[1])
+            continue
         domain = "" if node.domain == "ai.onnx" else node.domain
         kept_float = ORT_FLOAT32_INPUTS.get((domain, node.op_type), frozenset())
         in16 = frozenset(

@@ -12,6 +12,7 @@ Everything is linear in the size of the graph: no copies of the model, no repeat
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,14 +68,25 @@ def _to_float16(array: np.ndarray, clamp: bool) -> np.ndarray:
         return array.astype(np.float16)
 
 
-def apply_plan(
+@dataclass
+class Assignment:
+    """The precision of every float tensor, and for each tensor what each of its consumers needs."""
+
+    float_values: list[ir.Value]
+    assigned: dict[int, ir.DataType]
+    uses_with_wants: Callable[[ir.Value], Iterator[tuple[tuple[str, object, int], object]]]
+
+    def fp16_values(self) -> list[ir.Value]:
+        return [v for v in self.float_values if self.assigned[id(v)] == F16]
+
+
+def assign_precisions(
     model: ir.Model,
     nodes: list[tuple[ir.Node, str]],
     types: ElementTypes,
     classified: ClassifyResult,
     options: ConversionOptions,
-) -> ConvertStats:
-    stats = ConvertStats()
+) -> Assignment:
     main = model.graph
     main_inputs = {id(v) for v in main.inputs}
 
@@ -109,7 +121,6 @@ def apply_plan(
         for graph, index in output_slots.get(id(value), ()):
             yield ("output", graph, index), output_want(graph, index, value)
 
-    # 1. The precision of every float32 tensor.
     float_values: list[ir.Value] = []
     seen: set[int] = set()
 
@@ -141,6 +152,38 @@ def apply_plan(
         else:
             outs = classified.output_slots.get(id(producer), frozenset())
             assigned[id(value)] = F16 if value.index() in outs else F32
+    return Assignment(float_values, assigned, uses_with_wants)
+
+
+def _redirect(
+    model: ir.Model, names: _Names, value: ir.Value, new: ir.Value, uses, suffix: str, stats: ConvertStats
+) -> None:
+    """Point `uses` of `value` at `new`; a main-graph output keeps its name (the old tensor is renamed)."""
+    main = model.graph
+    for kind, owner, index in uses:
+        if kind == "node":
+            owner.replace_input_with(index, new)
+        elif owner is main:
+            original = value.name
+            value.name = names.fresh(f"{original}_{suffix}")
+            new.name = original
+            owner.outputs[index] = new
+            stats.renamed_outputs.append(original or "")
+        else:
+            owner.outputs[index] = new
+
+
+def apply_plan(
+    model: ir.Model,
+    nodes: list[tuple[ir.Node, str]],
+    types: ElementTypes,
+    classified: ClassifyResult,
+    options: ConversionOptions,
+) -> ConvertStats:
+    stats = ConvertStats()
+    main = model.graph
+    assignment = assign_precisions(model, nodes, types, classified, options)
+    float_values, assigned, uses_with_wants = assignment.float_values, assignment.assigned, assignment.uses_with_wants
 
     # 2. Retype tensors and rewrite constants.
     for value in float_values:
@@ -196,18 +239,54 @@ def apply_plan(
         _insert_after_producer(value, cast, first_nodes)
         stats.casts_inserted += 1
         stats.cast_nodes.append(cast.name)
-        for (kind, owner, index), _ in need_other:
-            if kind == "node":
-                owner.replace_input_with(index, cast_out)
-            elif owner is main:
-                # Keep the model's output name: the Cast's output takes it, the old tensor gets a new one.
-                original = value.name
-                value.name = names.fresh(f"{original}_{have.name.lower()}")
-                cast_out.name = original
-                owner.outputs[index] = cast_out
-                stats.renamed_outputs.append(original or "")
-            else:
-                owner.outputs[index] = cast_out
+        _redirect(model, names, value, cast_out, [use for use, _ in need_other], have.name.lower(), stats)
+    return stats
+
+
+def apply_emulation(
+    model: ir.Model,
+    nodes: list[tuple[ir.Node, str]],
+    types: ElementTypes,
+    classified: ClassifyResult,
+    options: ConversionOptions,
+) -> ConvertStats:
+    """Turn `model` into a float32 model that computes what the float16 candidate would, storage-wise.
+
+    Every tensor that is float16 in the candidate is rounded to float16 where it is produced (a Cast to
+    float16 and back), and every consumer that would read a Cast to float16 reads a rounded copy. Overflow
+    to inf, loss of small values and rounding then show exactly where they would on a GPU's float16 storage,
+    which the CPU execution provider hides (it runs float16 ops in float32 behind Casts). Sessions on the
+    result must disable graph optimizations, or ORT may fold the rounding Cast pairs away.
+    """
+    stats = ConvertStats()
+    assignment = assign_precisions(model, nodes, types, classified, options)
+    names = _Names(model)
+    first_nodes = {id(graph): (next(iter(graph), None)) for graph in all_graphs(model.graph)}
+    for value in assignment.float_values:
+        if types.get(value) != F32:
+            continue
+        uses = list(assignment.uses_with_wants(value))
+        if assignment.assigned[id(value)] == F16:
+            rounded_uses = [use for use, _ in uses]
+            if value.is_initializer() and value.producer() is None and value.const_value is not None:
+                clamp = id(value) in classified.clamped
+                tensor = value.const_value
+                value.const_value = ir.Tensor(_to_float16(tensor.numpy(), clamp).astype(np.float32), name=tensor.name)
+                stats.initializers_converted += 1
+                continue
+        else:
+            rounded_uses = [use for use, w in uses if w == F16]
+        if not rounded_uses:
+            continue
+        base = value.name or "tensor"
+        half = ir.Value(name=names.fresh(f"{base}_f16"), type=ir.TensorType(F16), shape=value.shape)
+        back = ir.Value(name=names.fresh(f"{base}_rounded"), type=ir.TensorType(F32), shape=value.shape)
+        down = ir.Node("", "Cast", [value], [ir.AttrInt64("to", F16)], outputs=[half], name=names.fresh(f"{base}_r16"))
+        up = ir.Node("", "Cast", [half], [ir.AttrInt64("to", F32)], outputs=[back], name=names.fresh(f"{base}_r32"))
+        _insert_after_producer(value, down, first_nodes)
+        down.graph.insert_after(down, up)
+        stats.casts_inserted += 1
+        _redirect(model, names, value, back, rounded_uses, "unrounded", stats)
     return stats
 
 

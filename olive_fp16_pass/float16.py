@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
 from olive_fp16_pass import element_types
-from olive_fp16_pass.convert import apply_plan
+from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.graph_walk import nodes_bodies_first, subgraphs
 from olive_fp16_pass.model_io import has_external_data, load_model_file, save_model
@@ -97,7 +97,6 @@ def convert_float16(
     which rule and the value it measured. Node names in the node lists are exact names or regular expressions
     (full match). The input model is never modified.
     """
-    start = time.perf_counter()
     options = ConversionOptions(
         keep_io_types=keep_io_types,
         op_block_list=op_block_list,
@@ -106,7 +105,19 @@ def convert_float16(
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
     )
-    ir_model, external = _load(model)
+    return convert_with_options(model, options)
+
+
+def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions, *, emulate: bool = False):
+    """The pipeline behind `convert_float16`; `emulate=True` builds the float32 storage-emulation model instead.
+
+    An `ir.Model` given here is converted in place (the search builds many candidates from one proto).
+    """
+    start = time.perf_counter()
+    if isinstance(model, ir.Model):
+        ir_model, external = model, False
+    else:
+        ir_model, external = _load(model)
     graph = ir_model.graph
     options.check_io_names([v.name or "" for v in graph.inputs], [v.name or "" for v in graph.outputs])
 
@@ -115,7 +126,8 @@ def convert_float16(
     classified = classify_mod.classify(ir_model, nodes, labels, types, options)
     for patterns in (options.node_blocks, options.node_includes):
         patterns.check_invalid()
-    stats = apply_plan(ir_model, nodes, types, classified, options)
+    apply = apply_emulation if emulate else apply_plan
+    stats = apply(ir_model, nodes, types, classified, options)
 
     report = ConversionReport(
         decisions=list(classified.plan.decisions.values()),
@@ -137,7 +149,7 @@ def convert_float16(
             message = f"{patterns.option}: '{entry}' matches no node name in the model"
             report.warnings.append(message)
             logger.warning(message)
-    if stats.values_retyped == 0:
+    if stats.values_retyped == 0 and not emulate:
         has_fp16 = any(d.precision.value == "fp16" for d in report.decisions)
         report.notes.append(
             "no float32 tensor was converted: the model is unchanged"
@@ -151,4 +163,4 @@ def _has_float16(model: ir.Model, types: element_types.ElementTypes) -> bool:
     return any(types.get(v) == ir.DataType.FLOAT16 for node in nodes_bodies_first(model.graph) for v in node.outputs)
 
 
-__all__ = ["ConversionResult", "convert_float16"]
+__all__ = ["ConversionResult", "convert_float16", "convert_with_options"]

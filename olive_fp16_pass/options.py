@@ -63,6 +63,8 @@ class ConversionOptions:
     op_include_list: list[str] | None = None
     node_include_list: list[str] | None = None
     clamp_weights: bool = False
+    # Set by the mixed-precision search, not by users: node label -> (rule, detail) to keep in float32.
+    forced_fp32: dict[str, tuple[object, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.op_block_list is not None and self.op_include_list is not None:

@@ -21,6 +21,7 @@ class ConversionReport:
     warnings: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    search: dict[str, Any] | None = None  # set by auto_mixed_precision: backend, candidates, sessions, errors
 
     @property
     def fp32_nodes(self) -> list[NodeDecision]:
@@ -50,6 +51,7 @@ class ConversionReport:
             "warnings": self.warnings,
             "fp32_nodes": [d.to_dict() for d in self.fp32_nodes],
             "fp16_nodes_with_notes": [d.to_dict() for d in self.fp16_nodes if d.detail],
+            **({"search": self.search} if self.search is not None else {}),
         }
 
     def to_json(self, indent: int = 2) -> str:
@@ -62,6 +64,13 @@ class ConversionReport:
         ]
         for rule, count in sorted(self.reasons().items()):
             lines.append(f"  float32 because {rule}: {count}")
+        if self.search is not None:
+            s = self.search
+            lines.append(
+                f"  search: {s['candidates_tried']} candidates, {s['sessions_created']} sessions, "
+                f"{s['seconds']:.1f} s, validated by {s['backend']['mode']} ({s['backend']['provider']}); "
+                f"criteria met: validation {s['criteria_met']}, held-out {s.get('holdout_met')}"
+            )
         lines.extend(f"  note: {n}" for n in self.notes)
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)

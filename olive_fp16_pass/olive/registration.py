@@ -28,6 +28,15 @@ OUR_PASSES: dict[str, dict[str, Any]] = {
         "supported_algorithms": [],
         "supported_quantization_encodings": [],
     },
+    "OnnxAutoMixedPrecision": {
+        "module_path": "olive_fp16_pass.olive.mixed_precision_pass.OnnxAutoMixedPrecision",
+        "supported_providers": ["CPUExecutionProvider", "CUDAExecutionProvider"],
+        "supported_accelerators": ["cpu", "gpu"],
+        "supported_precisions": ["fp16"],
+        "supported_algorithms": [],
+        "supported_quantization_encodings": [],
+        "dataset": "dataset_required",
+    },
 }
 
 _PATCHED_FLAG = "_olive_fp16_patched"

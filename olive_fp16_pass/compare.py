@@ -1,0 +1,142 @@
+"""Fidelity of a candidate's outputs against the float32 reference: error statistics and pass/fail criteria.
+
+Statistics are computed over all validation samples together per output, in float64, so one criterion means
+the same thing whatever the batch split. A non-finite value where the reference is finite always fails: it is
+the signature of float16 overflow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from olive_fp16_pass.errors import OptionError
+
+CRITERIA = ("rtol", "atol", "max_abs", "mean_abs", "p999_abs", "min_cosine", "min_psnr")
+
+
+@dataclass
+class OutputError:
+    max_abs: float
+    mean_abs: float
+    p999_abs: float
+    cosine: float
+    psnr: float
+    allclose_violation: float  # largest |c - r| - (atol + rtol |r|); <= 0 means allclose holds
+    nonfinite: int  # candidate values that are NaN/Inf where the reference is finite
+
+    def to_dict(self) -> dict:
+        """JSON-safe: infinities and NaN become strings ("inf" for the PSNR of identical outputs)."""
+        return {k: _finite_or_str(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def _finite_or_str(value: float) -> float | str:
+    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf" if value < 0 else "nan")
+
+
+def output_error(
+    reference: list[np.ndarray], candidate: list[np.ndarray], rtol: float = 0.0, atol: float = 0.0
+) -> OutputError:
+    ref = np.concatenate([np.asarray(r, np.float64).ravel() for r in reference]) if reference else np.zeros(0)
+    cand = np.concatenate([np.asarray(c, np.float64).ravel() for c in candidate]) if candidate else np.zeros(0)
+    if ref.shape != cand.shape:
+        raise ValueError(f"output sizes differ: reference {ref.size} values, candidate {cand.size}")
+    finite_ref = np.isfinite(ref)
+    nonfinite = int(np.count_nonzero(finite_ref & ~np.isfinite(cand)))
+    if ref.size == 0:
+        return OutputError(0.0, 0.0, 0.0, 1.0, math.inf, -math.inf, 0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(cand - ref)
+        diff[~finite_ref & (cand == ref)] = 0.0  # matching infinities are not errors
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        max_abs = float(diff.max())
+        mean_abs = float(diff.mean())
+        p999 = float(np.quantile(diff, 0.999))
+        denom = float(np.linalg.norm(ref) * np.linalg.norm(cand))
+        cosine = float(np.dot(ref, cand) / denom) if denom > 0 else (1.0 if max_abs == 0 else 0.0)
+        if not math.isfinite(cosine):
+            cosine = -1.0
+        mse = float(np.mean(diff**2))
+        data_range = float(ref[finite_ref].max() - ref[finite_ref].min()) if finite_ref.any() else 0.0
+        psnr = math.inf if mse == 0 else (10 * math.log10(data_range**2 / mse) if data_range > 0 else -math.inf)
+        violation = float(np.max(diff - (atol + rtol * np.abs(ref))))
+    return OutputError(max_abs, mean_abs, p999, cosine, psnr, violation, nonfinite)
+
+
+@dataclass
+class Criteria:
+    """What "accurate enough" means. Unset thresholds are not checked; per_output overrides by output name.
+
+    rtol/atol: numpy allclose semantics per element (|c - r| <= atol + rtol |r|), as onnxconverter-common.
+    max_abs, mean_abs, p999_abs: upper bounds on the absolute error. min_cosine, min_psnr: lower bounds.
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    p999_abs: float | None = None
+    min_cosine: float | None = None
+    min_psnr: float | None = None
+    per_output: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in CRITERIA:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise OptionError(f"{name}: expected a non-negative number, got {value!r}")
+        for output, overrides in self.per_output.items():
+            unknown = set(overrides) - set(CRITERIA)
+            if unknown:
+                raise OptionError(
+                    f"per_output['{output}']: unknown criteria {sorted(unknown)}; known: {', '.join(CRITERIA)}"
+                )
+        if not any(getattr(self, n) is not None for n in CRITERIA) and not self.per_output:
+            raise OptionError(f"no accuracy criterion given: set at least one of {', '.join(CRITERIA)}")
+
+    def for_output(self, name: str) -> dict[str, float]:
+        merged = {n: getattr(self, n) for n in CRITERIA if getattr(self, n) is not None}
+        merged.update(self.per_output.get(name, {}))
+        return merged
+
+    def check(self, errors: dict[str, OutputError]) -> list[str]:
+        """The violated criteria, as readable strings; empty when every output passes."""
+        failures = []
+        for name, error in errors.items():
+            limits = self.for_output(name)
+            if error.nonfinite:
+                failures.append(f"{name}: {error.nonfinite} NaN/Inf values where float32 is finite")
+            if ("rtol" in limits or "atol" in limits) and error.allclose_violation > 0:
+                failures.append(
+                    f"{name}: not allclose(rtol={limits.get('rtol', 0)}, atol={limits.get('atol', 0)}), "
+                    f"max excess {error.allclose_violation:.3g}"
+                )
+            for key, attr in (("max_abs", "max_abs"), ("mean_abs", "mean_abs"), ("p999_abs", "p999_abs")):
+                if key in limits and not getattr(error, attr) <= limits[key]:
+                    failures.append(f"{name}: {key} {getattr(error, attr):.4g} > {limits[key]:g}")
+            if "min_cosine" in limits and not error.cosine >= limits["min_cosine"]:
+                failures.append(f"{name}: cosine {error.cosine:.6f} < {limits['min_cosine']:g}")
+            if "min_psnr" in limits and not error.psnr >= limits["min_psnr"]:
+                failures.append(f"{name}: PSNR {error.psnr:.2f} dB < {limits['min_psnr']:g} dB")
+        return failures
+
+    def to_dict(self) -> dict:
+        data = {n: getattr(self, n) for n in CRITERIA if getattr(self, n) is not None}
+        if self.per_output:
+            data["per_output"] = self.per_output
+        return data
+
+
+def compare_outputs(
+    names: list[str], reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]], criteria: Criteria
+) -> dict[str, OutputError]:
+    """Per-output errors; `reference[i][j]` is sample i, output j."""
+    errors = {}
+    for j, name in enumerate(names):
+        limits = criteria.for_output(name)
+        errors[name] = output_error(
+            [r[j] for r in reference], [c[j] for c in candidate], limits.get("rtol", 0.0), limits.get("atol", 0.0)
+        )
+    return errors

@@ -1,0 +1,542 @@
+"""`auto_mixed_precision`: keep in float32 only the nodes that accuracy on real data requires.
+
+Compared with onnxconverter-common's `auto_convert_mixed_precision`, which bisects blindly over the node list
+(about 2k·log2(N/k) conversions and sessions for k sensitive nodes) and validates on the CPU execution
+provider (which hides float16 overflow), this search:
+1. runs the float32 model once with every tensor exposed: per-tensor ranges, and the reference outputs;
+2. keeps in float32, with their measured value as the reason, nodes that read or write a tensor beyond
+   float16's range (with a safety margin) or one that is entirely subnormal in float16;
+3. validates that candidate once; a model that is fine in float16 stops here;
+4. otherwise runs the float16 candidate once (emulated) with every tensor exposed and ranks the remaining
+   nodes by the error each one adds (its output error minus its inputs' error);
+5. finds the shortest prefix of that ranking that passes (exponential then binary search, whole fusion
+   units at a time), then tries to give back to float16 the prefix nodes that were not needed;
+6. checks the result on held-out data that the search never saw.
+Candidates are validated on the target execution provider when it really works here, else with float16
+storage emulated on the CPU; never with the CPU provider running a float16 graph. A candidate that fails to
+load or run counts as a failed candidate; the search goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from tqdm.auto import tqdm
+
+from olive_fp16_pass.classify import FP16_MAX, FP16_MIN_NORMAL
+from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
+from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options
+from olive_fp16_pass.fusion_units import fusion_units
+from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.precision_plan import Precision, Rule
+from olive_fp16_pass.runtime import SessionFactory, ValidationBackend, choose_backend, run_session
+
+logger = logging.getLogger(__name__)
+
+Feed = Mapping[str, np.ndarray]
+
+
+# A node whose inputs are this many times larger than its output cancels them (x + c - c): its accuracy
+# depends on the precision its inputs are stored in.
+CANCELLATION_RATIO = 8.0
+
+
+class CriteriaNotMetError(Float16Error):
+    """No candidate meets the accuracy criteria, not even with every node in float32."""
+
+
+@dataclass
+class Candidate:
+    forced: dict[str, tuple[Rule, str]]
+    passed: bool
+    failures: list[str]
+    errors: dict[str, OutputError] | None
+
+
+def _label(node: onnx.NodeProto, position: int) -> str:
+    # Same labels as float16._graph_labels for main-graph nodes (position counts subgraph nodes there, so
+    # unnamed nodes are matched by a separate map built from the ir model; see _main_labels).
+    return node.name or f"<unnamed {node.op_type} #{position}>"
+
+
+def _main_labels(proto: onnx.ModelProto) -> list[str]:
+    """Labels of main-graph nodes in order, exactly as the converter names them (subgraph nodes counted)."""
+    from olive_fp16_pass.float16 import _graph_labels
+
+    ir_model = ir.serde.deserialize_model(proto)
+    _nodes, labels = _graph_labels(ir_model)
+    return [labels[id(node)] for node in ir_model.graph]
+
+
+def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -> None:
+    """Names, ranks and element kinds of every feed against the model's inputs, with one clear error."""
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = {i.name: i for i in proto.graph.input if i.name not in initializers}
+    for k, feed in enumerate(feeds):
+        if not isinstance(feed, Mapping):
+            raise Float16Error(f"{what}[{k}]: expected a dict of input name -> array, got {type(feed).__name__}")
+        missing = sorted(set(inputs) - set(feed))
+        unknown = sorted(set(feed) - set(inputs))
+        if missing or unknown:
+            raise Float16Error(
+                f"{what}[{k}]: input names do not match the model (missing: {missing or '-'}; "
+                f"unknown: {unknown or '-'}; model inputs: {sorted(inputs)})"
+            )
+        for name, value in inputs.items():
+            array = np.asarray(feed[name])
+            tensor_type = value.type.tensor_type
+            dims = tensor_type.shape.dim
+            if tensor_type.HasField("shape") and array.ndim != len(dims):
+                raise Float16Error(
+                    f"{what}[{k}]['{name}']: rank {array.ndim} (shape {array.shape}), the model expects rank "
+                    f"{len(dims)}"
+                )
+            for axis, dim in enumerate(dims):
+                if dim.HasField("dim_value") and array.shape[axis] != dim.dim_value:
+                    raise Float16Error(
+                        f"{what}[{k}]['{name}']: shape {array.shape}, the model expects {dim.dim_value} on axis {axis}"
+                    )
+            expected = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+            if np.issubdtype(expected, np.floating) != np.issubdtype(array.dtype, np.floating):
+                raise Float16Error(f"{what}[{k}]['{name}']: dtype {array.dtype}, the model expects {expected}")
+
+
+def _expose(proto: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(proto)
+    present = {o.name for o in exposed.graph.output}
+    for name in names:
+        if name not in present:
+            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
+            present.add(name)
+    return exposed
+
+
+def _float_tensor_names(proto: onnx.ModelProto) -> list[str]:
+    """Outputs of main-graph nodes that are float32 (from the converter's own type propagation)."""
+    from olive_fp16_pass import element_types
+
+    ir_model = ir.serde.deserialize_model(proto)
+    types = element_types.infer(ir_model)
+    return [v.name for node in ir_model.graph for v in node.outputs if v.name and types.is_float32(v)]
+
+
+class _Search:
+    def __init__(
+        self,
+        proto,
+        feeds,
+        holdout,
+        criteria,
+        backend: ValidationBackend,
+        base: ConversionOptions,
+        overflow_margin: float,
+        progress: bool,
+        refine_budget: int,
+    ) -> None:
+        self.proto = proto
+        self.feeds = feeds
+        self.holdout = holdout
+        self.criteria = criteria
+        self.backend = backend
+        self.base = base
+        self.overflow_margin = overflow_margin
+        self.sessions = SessionFactory(backend)
+        self.output_names = [o.name for o in proto.graph.output]
+        self.tried = 0
+        self.history: list[dict] = []
+        self.refine_budget = refine_budget
+        self.bar = tqdm(desc="mixed precision search", unit="candidate", disable=not progress, leave=False)
+
+    # -- building and validating candidates --------------------------------------------------------------
+    def options(self, forced: dict[str, tuple[Rule, str]]) -> ConversionOptions:
+        return ConversionOptions(
+            keep_io_types=self.base.keep_io_types,
+            op_block_list=self.base.op_block_list,
+            node_block_list=self.base.node_block_list,
+            op_include_list=self.base.op_include_list,
+            node_include_list=self.base.node_include_list,
+            clamp_weights=self.base.clamp_weights,
+            forced_fp32=dict(forced),
+        )
+
+    def build(self, forced, *, emulate: bool) -> ConversionResult:
+        return convert_with_options(ir.serde.deserialize_model(self.proto), self.options(forced), emulate=emulate)
+
+    def outputs(self, model: onnx.ModelProto, feeds, *, emulation: bool, names=None) -> list[list[np.ndarray]]:
+        session = self.sessions.session(model, emulation=emulation)
+        return [
+            [
+                np.asarray(o, np.float32) if np.issubdtype(np.asarray(o).dtype, np.floating) else np.asarray(o)
+                for o in run_session(session, feed, names)
+            ]
+            for feed in feeds
+        ]
+
+    def validate(self, forced, feeds, reference, stage: str) -> Candidate:
+        self.tried += 1
+        self.bar.update(1)
+        start = time.perf_counter()
+        try:
+            if self.backend.emulated:
+                model = self.build(forced, emulate=True).model
+                outputs = self.outputs(model, feeds, emulation=True)
+            else:
+                model = self.build(forced, emulate=False).model
+                outputs = self.outputs(model, feeds, emulation=False)
+            errors = compare_outputs(self.output_names, reference, outputs, self.criteria)
+            failures = self.criteria.check(errors)
+            if not failures and self.backend.emulated:
+                failures = self.load_check(forced, feeds[:1])
+        except Float16Error:
+            raise
+        except Exception as exc:  # a candidate ORT cannot load or run: rejected, the search goes on
+            errors, failures = None, [f"candidate failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"]
+        candidate = Candidate(dict(forced), not failures, failures, errors)
+        self.history.append(
+            {
+                "stage": stage,
+                "nodes_fp32_forced": len(forced),
+                "passed": candidate.passed,
+                "failures": failures[:5],
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+        )
+        return candidate
+
+    def load_check(self, forced, feeds) -> list[str]:
+        """The real mixed model must load and run with ORT's optimizations on (fusions included)."""
+        model = self.build(forced, emulate=False).model
+        session = self.sessions.session(model, emulation=False) if not self.backend.emulated else None
+        if session is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            self.sessions.created += 1
+        outputs = run_session(session, feeds[0])
+        bad = [
+            n
+            for n, o in zip(self.output_names, outputs, strict=True)
+            if np.issubdtype(np.asarray(o).dtype, np.floating)
+            and not np.isfinite(np.asarray(o)).all()
+            and np.isfinite(self.reference_first[n]).all()
+        ]
+        return [f"{n}: NaN/Inf in the real float16 model on ORT" for n in bad]
+
+    # -- the stages ------------------------------------------------------------------------------------------
+    def reference_and_ranges(self):
+        names = _float_tensor_names(self.proto)
+        exposed = _expose(self.proto, names)
+        session = self.sessions.session(exposed, emulation=True)  # float32, optimizations off: exact tensors
+        all_names = [o.name for o in session.get_outputs()]
+        abs_max: dict[str, float] = {}
+        reference = []
+        for feed in self.feeds:
+            values = run_session(session, feed)
+            by_name = dict(zip(all_names, values, strict=True))
+            reference.append([np.asarray(by_name[n]) for n in self.output_names])
+            for name in names:
+                array = np.asarray(by_name[name])
+                if array.size and np.issubdtype(array.dtype, np.floating):
+                    finite = array[np.isfinite(array)]
+                    peak = float(np.abs(finite).max()) if finite.size else 0.0
+                    abs_max[name] = max(abs_max.get(name, 0.0), peak)
+        holdout_reference = [
+            [np.asarray(v) for v in run_session(session, feed, self.output_names)] for feed in self.holdout
+        ]
+        self.reference_first = dict(zip(self.output_names, reference[0], strict=True))
+        return reference, holdout_reference, abs_max
+
+    def range_rules(self, abs_max: dict[str, float], labels: list[str]) -> dict[str, tuple[Rule, str]]:
+        limit = FP16_MAX / self.overflow_margin
+        forced: dict[str, tuple[Rule, str]] = {}
+        for node, label in zip(self.proto.graph.node, labels, strict=True):
+            for name in [*node.input, *node.output]:
+                peak = abs_max.get(name)
+                if peak is None:
+                    continue
+                if peak > limit:
+                    forced[label] = (
+                        Rule.ACTIVATION_OVERFLOW,
+                        f"tensor '{name}' reaches |{peak:.6g}| on validation data > {limit:g} "
+                        f"(float16 max {FP16_MAX:g} / margin {self.overflow_margin:g})",
+                    )
+                    break
+                if 0 < peak < FP16_MIN_NORMAL and name in node.output:
+                    forced[label] = (
+                        Rule.ACTIVATION_UNDERFLOW,
+                        f"tensor '{name}' stays below {peak:.3g} on validation data: all subnormal in float16",
+                    )
+                    break
+        return forced
+
+    def rank(self, forced, labels: list[str]) -> tuple[list[str], list[set[str]]]:
+        """Main-graph float16 nodes, most error-adding first, from one emulated run with every tensor exposed.
+
+        Also returns cancellation units: a node whose float inputs are much larger than its output (x + c - c)
+        loses its accuracy when those inputs are stored in float16, not in its own arithmetic, so it moves
+        together with the producers of those inputs.
+        """
+        emulated = self.build(forced, emulate=True)
+        proto = emulated.model
+        # The rounded copy of each original tensor: Cast(to=FLOAT16) -> Cast(to=FLOAT) pairs after it.
+        half_of = {n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "Cast" and n.attribute[0].i == 10}
+        rounded = {n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "Cast" and n.attribute[0].i == 1}
+        names = _float_tensor_names(self.proto)
+        view = {name: rounded.get(half_of.get(name, ""), name) for name in names}
+        ref_session = self.sessions.session(_expose(self.proto, names), emulation=True)
+        cand_session = self.sessions.session(_expose(proto, view.values()), emulation=True)
+        samples = self.feeds[: min(len(self.feeds), 4)]
+        error = dict.fromkeys(names, 0.0)
+        magnitude = dict.fromkeys(names, 0.0)
+        for feed in samples:
+            ref = dict(zip(names, run_session(ref_session, feed, names), strict=True))
+            for name in names:
+                array = np.asarray(ref[name], np.float64)
+                magnitude[name] += float(np.mean(np.abs(array))) if array.size else 0.0
+            cand = dict(zip(names, run_session(cand_session, feed, [view[n] for n in names]), strict=True))
+            for name in names:
+                r, c = np.asarray(ref[name], np.float64), np.asarray(cand[name], np.float64)
+                with np.errstate(invalid="ignore", over="ignore"):
+                    e = float(np.mean(np.abs(c - r)) / (np.mean(np.abs(r)) + 1e-6)) if r.size else 0.0
+                error[name] += e if math.isfinite(e) else math.inf
+        fp16_labels = {d.node for d in emulated.report.decisions if d.precision is Precision.FP16}
+        scores = []
+        for position, (node, label) in enumerate(zip(self.proto.graph.node, labels, strict=True)):
+            if label not in fp16_labels:
+                continue
+            e_out = max((error.get(o, 0.0) for o in node.output), default=0.0)
+            e_in = max((error.get(i, 0.0) for i in node.input), default=0.0)
+            local = 0.0 if (math.isinf(e_out) and math.isinf(e_in)) else e_out - e_in
+            scores.append((-local, position, label))
+        scores.sort()
+        producer_label = {
+            o: label for node, label in zip(self.proto.graph.node, labels, strict=True) for o in node.output
+        }
+        units = []
+        for node, label in zip(self.proto.graph.node, labels, strict=True):
+            out = max((magnitude.get(o, 0.0) for o in node.output), default=0.0)
+            big_inputs = {
+                producer_label[i]
+                for i in node.input
+                if i in producer_label and i in magnitude and magnitude[i] > CANCELLATION_RATIO * out + 1e-12
+            }
+            if big_inputs and label in fp16_labels:
+                units.append({label, *(b for b in big_inputs if b in fp16_labels)})
+        return [label for _, _, label in scores], units
+
+
+def _split_feeds(data: Iterable[Feed], holdout_fraction: float) -> tuple[list[Feed], list[Feed]]:
+    feeds = list(data)
+    if not feeds:
+        raise Float16Error("data: no validation samples given (need at least one input feed)")
+    if not 0 <= holdout_fraction < 1:
+        raise Float16Error(f"holdout_fraction: expected a number in [0, 1), got {holdout_fraction}")
+    n_hold = 0 if len(feeds) < 2 or holdout_fraction == 0 else max(1, math.floor(len(feeds) * holdout_fraction))
+    return feeds[: len(feeds) - n_hold], feeds[len(feeds) - n_hold :]
+
+
+def auto_mixed_precision(
+    model: ModelLike,
+    data: Iterable[Feed],
+    *,
+    rtol: float | None = 1e-2,
+    atol: float | None = 1e-3,
+    max_abs: float | None = None,
+    mean_abs: float | None = None,
+    p999_abs: float | None = None,
+    min_cosine: float | None = None,
+    min_psnr: float | None = None,
+    per_output: dict[str, dict[str, float]] | None = None,
+    provider: str = "CUDAExecutionProvider",
+    strict: bool = False,
+    keep_io_types: bool | list[str] = False,
+    op_block_list: list[str] | None = None,
+    node_block_list: list[str] | None = None,
+    op_include_list: list[str] | None = None,
+    node_include_list: list[str] | None = None,
+    holdout_fraction: float = 0.25,
+    overflow_margin: float = 2.0,
+    refine_budget: int = 8,
+    on_failure: str = "fp32",
+    progress: bool = True,
+) -> ConversionResult:
+    """Mixed precision validated on real data: as much float16 as the accuracy criteria allow.
+
+    `data` is an iterable of input feeds (dicts name -> array). The last `holdout_fraction` of them is held
+    out and only used for the final check. Criteria (all optional, at least one): `rtol`/`atol` (numpy
+    allclose, like onnxconverter-common), `max_abs`, `mean_abs`, `p999_abs` (99.9th percentile of the
+    absolute error), `min_cosine`, `min_psnr` (dB, range of the float32 output); `per_output` overrides them
+    by output name. Validation runs on `provider` when it really works here; otherwise float16 storage is
+    emulated on the CPU (or, with `strict=True`, a ProviderUnavailableError is raised). When no candidate
+    meets the criteria, `on_failure="fp32"` returns the all-float32-nodes candidate with the report saying
+    so; `on_failure="raise"` raises CriteriaNotMetError.
+    """
+    start = time.perf_counter()
+    if on_failure not in ("fp32", "raise"):
+        raise Float16Error(f"on_failure: expected 'fp32' or 'raise', got {on_failure!r}")
+    if overflow_margin < 1:
+        raise Float16Error(f"overflow_margin: expected a number >= 1, got {overflow_margin}")
+    criteria = Criteria(rtol, atol, max_abs, mean_abs, p999_abs, min_cosine, min_psnr, dict(per_output or {}))
+    base = ConversionOptions(
+        keep_io_types=keep_io_types,
+        op_block_list=op_block_list,
+        node_block_list=node_block_list,
+        op_include_list=op_include_list,
+        node_include_list=node_include_list,
+    )
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        from olive_fp16_pass.model_io import load_model_file
+
+        proto = ir.serde.serialize_model(load_model_file(model)[0])
+    unknown = sorted(set(criteria.per_output) - {o.name for o in proto.graph.output})
+    if unknown:
+        raise Float16Error(f"per_output: {unknown} are not outputs of the model")
+    feeds, holdout = _split_feeds(data, holdout_fraction)
+    check_feeds(proto, feeds + holdout)
+    backend = choose_backend(provider, strict=strict)
+    search = _Search(proto, feeds, holdout, criteria, backend, base, overflow_margin, progress, refine_budget)
+    try:
+        final, notes = _run_search(search)
+    finally:
+        search.bar.close()
+
+    result = search.build(final.forced, emulate=False)
+    holdout_errors = None
+    holdout_failures: list[str] = []
+    if holdout:
+        check = search.validate(final.forced, holdout, search.holdout_reference, "holdout")
+        holdout_errors, holdout_failures = check.errors, check.failures
+    if not final.passed and on_failure == "raise":
+        raise CriteriaNotMetError(
+            "no candidate meets the accuracy criteria, not even with every node in float32: "
+            + "; ".join(final.failures[:3])
+        )
+    report = result.report
+    report.notes.extend(notes)
+    if holdout and holdout_failures and final.passed:
+        report.warnings.append(
+            "criteria met on validation data but not on held-out data: " + "; ".join(holdout_failures[:3])
+        )
+    report.search = {
+        "backend": backend.to_dict(),
+        "providers_used": sorted(search.sessions.providers_seen),
+        "criteria": criteria.to_dict(),
+        "criteria_met": final.passed,
+        "holdout_met": (not holdout_failures) if holdout else None,
+        "validation_samples": len(feeds),
+        "holdout_samples": len(holdout),
+        "candidates_tried": search.tried,
+        "sessions_created": search.sessions.created,
+        "seconds": round(time.perf_counter() - start, 3),
+        "validation_errors": {k: v.to_dict() for k, v in (final.errors or {}).items()},
+        "holdout_errors": {k: v.to_dict() for k, v in (holdout_errors or {}).items()},
+        "failures": final.failures,
+        "history": search.history,
+    }
+    report.seconds = time.perf_counter() - start
+    return result
+
+
+def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
+    notes: list[str] = []
+    labels = _main_labels(search.proto)
+    reference, search.holdout_reference, abs_max = search.reference_and_ranges()
+    rules = search.range_rules(abs_max, labels)
+
+    first = search.validate(rules, search.feeds, reference, "range rules")
+    if first.passed:
+        notes.append("the candidate after range rules met the criteria at its first validation")
+        return first, notes
+
+    ranked, cancellation = search.rank(rules, labels)
+    rank_of = {label: i for i, label in enumerate(ranked)}
+    groups = fusion_units(search.proto.graph, _label) + cancellation
+    label_position = {label: i for i, label in enumerate(labels)}
+    group_of: dict[str, set[str]] = {}
+    for unit in groups:
+        for member in unit:
+            group_of.setdefault(member, set()).update(unit)
+
+    def forced_for(prefix: list[str]) -> dict[str, tuple[Rule, str]]:
+        forced = dict(rules)
+        for label in prefix:
+            for member in sorted(group_of.get(label, {label}), key=lambda m: label_position.get(m, 0)):
+                if member not in forced:
+                    detail = f"accuracy search: ranked #{rank_of[label] + 1} of {len(ranked)} by the error it adds"
+                    if member != label:
+                        detail += f" (fused with '{label}')"
+                    forced[member] = (Rule.ACCURACY, detail)
+        return forced
+
+    results: dict[int, Candidate] = {}
+
+    def check(k: int) -> Candidate:
+        if k not in results:
+            results[k] = search.validate(forced_for(ranked[:k]), search.feeds, reference, f"prefix {k}")
+        return results[k]
+
+    n = len(ranked)
+    lo, hi = 0, None
+    k = 1
+    while k < n:
+        if check(k).passed:
+            hi = k
+            break
+        lo = k
+        k *= 2
+    if hi is None:
+        if n and check(n).passed:
+            hi = n
+        else:
+            everything = dict(forced_for(ranked))
+            for label in labels:
+                everything.setdefault(label, (Rule.ACCURACY, "criteria not met with any float16 node"))
+            last = search.validate(everything, search.feeds, reference, "all float32")
+            notes.append(
+                "no candidate met the criteria; returned the candidate with every node in float32"
+                + (" (inputs/outputs are float16: try keep_io_types=True)" if not search.base.keep_io_types else "")
+            )
+            return last, notes
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if check(mid).passed:
+            hi = mid
+        else:
+            lo = mid
+    best_prefix = ranked[:hi]
+    best = check(hi)
+
+    # Give back to float16 the prefix nodes that were not needed: most of the prefix ranks above the
+    # critical node only by its error estimate. Halving chunks, least suspicious first, within a budget.
+    kept = list(best_prefix[:-1])
+    chunk = max(1, len(kept) // 2)
+    budget = search.refine_budget
+    while kept and budget > 0 and chunk >= 1:
+        trial_removed = kept[-chunk:]
+        trial_prefix = [label for label in best_prefix if label not in set(trial_removed)]
+        candidate = search.validate(forced_for(trial_prefix), search.feeds, reference, f"refine -{chunk}")
+        budget -= 1
+        if candidate.passed:
+            best, best_prefix = candidate, trial_prefix
+            kept = kept[:-chunk]
+        else:
+            if chunk == 1:
+                kept = kept[:-1]
+            chunk = max(1, chunk // 2) if chunk > 1 else chunk
+    return best, notes
+
+
+__all__ = ["CriteriaNotMetError", "auto_mixed_precision", "check_feeds"]

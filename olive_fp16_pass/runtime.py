@@ -1,0 +1,148 @@
+"""ONNX Runtime sessions on the execution provider a model will run on, never a silent CPU fallback.
+
+onnxruntime-gpu lists CUDAExecutionProvider as available even on a machine with no GPU, and a session asked
+for it alone then runs on the CPU with only a logged error. So a provider counts as usable only after a probe
+session really ran on it (`session.get_providers()`), and every later session is checked the same way.
+The CPU execution provider is never used as evidence of float16 accuracy: it computes float16 ops in float32
+behind inserted Casts. Validation there uses float16-storage emulation instead (see convert.apply_emulation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from olive_fp16_pass.errors import Float16Error
+
+CPU = "CPUExecutionProvider"
+EMULATION = "fp16-storage-emulation"
+
+
+class ProviderUnavailableError(Float16Error):
+    """The requested execution provider cannot run here, and `strict` forbids emulating it."""
+
+
+class ProviderFallbackError(Float16Error):
+    """A session asked for one provider silently ran on another."""
+
+
+@dataclass(frozen=True)
+class ValidationBackend:
+    """Where candidates are validated: a real provider, or float16-storage emulation on the CPU, and why."""
+
+    requested: str
+    mode: str  # "provider" or "emulation"
+    provider: str  # the provider sessions really use
+    reason: str
+
+    @property
+    def emulated(self) -> bool:
+        return self.mode == "emulation"
+
+    def to_dict(self) -> dict:
+        return {"requested": self.requested, "mode": self.mode, "provider": self.provider, "reason": self.reason}
+
+
+def _probe_model() -> bytes:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [4])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [y])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    return model.SerializeToString()
+
+
+@functools.cache
+def provider_status(provider: str) -> tuple[bool, str]:
+    """(usable, reason). Probes once per process with a real session."""
+    if provider == CPU:
+        return True, "available"
+    available = ort.get_available_providers()
+    if provider not in available:
+        build = "onnxruntime-gpu" if provider == "CUDAExecutionProvider" else "an onnxruntime build with it"
+        return False, (
+            f"{provider} is not in this onnxruntime build (installed: {ort.__version__}, providers: "
+            f"{', '.join(available)}); install {build} instead of onnxruntime"
+        )
+    if provider == "CUDAExecutionProvider" and hasattr(ort, "preload_dlls"):
+        with contextlib.suppress(Exception):  # the probe below reports what really matters
+            ort.preload_dlls()
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        session = ort.InferenceSession(_probe_model(), options, providers=[provider])
+        session.run(None, {"x": np.ones(4, np.float16)})
+    except Exception as exc:
+        return False, f"{provider} failed to run a probe model ({type(exc).__name__}: {str(exc)[:300]})"
+    used = session.get_providers()
+    if not used or used[0] != provider:
+        return False, (
+            f"{provider} is listed by onnxruntime but a session asked for it ran on {used[0] if used else 'nothing'}"
+            " (no usable GPU, or CUDA/cuDNN libraries missing)"
+        )
+    return True, "available"
+
+
+def choose_backend(provider: str, *, strict: bool = False) -> ValidationBackend:
+    """Validate on `provider` if it really works here; else emulate float16 storage on the CPU, or raise."""
+    if provider == CPU:
+        return ValidationBackend(
+            provider,
+            "emulation",
+            CPU,
+            "the CPU execution provider computes float16 ops in float32 behind Casts and hides overflow; "
+            "float16 storage is emulated instead",
+        )
+    usable, reason = provider_status(provider)
+    if usable:
+        return ValidationBackend(provider, "provider", provider, f"validated on {provider}")
+    if strict:
+        raise ProviderUnavailableError(
+            f"provider {provider}: {reason}. Run on a machine where it works, or set strict=False to validate "
+            "with float16-storage emulation on the CPU"
+        )
+    return ValidationBackend(provider, "emulation", CPU, f"{reason}; float16 storage emulated on the CPU instead")
+
+
+class SessionFactory:
+    """Creates sessions, counts them, and checks each one runs on the provider it was asked for."""
+
+    def __init__(self, backend: ValidationBackend) -> None:
+        self.backend = backend
+        self.created = 0
+        self.providers_seen: set[str] = set()
+
+    def session(self, model: onnx.ModelProto | bytes | str, *, emulation: bool) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if emulation:
+            # Graph optimizations could fold the rounding Cast pairs that make the emulation.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            providers = [CPU]
+        else:
+            providers = [self.backend.provider]
+        data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+        session = ort.InferenceSession(data, options, providers=providers)
+        self.created += 1
+        used = session.get_providers()
+        self.providers_seen.update(used)
+        if used[0] != providers[0]:
+            raise ProviderFallbackError(f"a session asked for {providers[0]} ran on {used[0]}: results discarded")
+        return session
+
+
+def run_session(session: ort.InferenceSession, feed: dict[str, np.ndarray], outputs: list[str] | None = None):
+    """Run with feeds cast to each input's declared float type (float16 models take float16 feeds)."""
+    typed = {}
+    for arg in session.get_inputs():
+        array = np.asarray(feed[arg.name])
+        if arg.type == "tensor(float16)" and array.dtype != np.float16:
+            array = array.astype(np.float16)
+        elif arg.type == "tensor(float)" and array.dtype != np.float32:
+            array = array.astype(np.float32)
+        typed[arg.name] = array
+    return session.run(outputs, typed)
