@@ -26,7 +26,7 @@ def _only(nodes: list[onnx.NodeProto], *ops: str) -> list[onnx.NodeProto]:
 
 
 def fusion_units(graph: onnx.GraphProto, label) -> list[set[str]]:
-    """Sets of node labels (via `label(node, position)`) forming LayerNorm and GELU patterns."""
+    """Sets of node labels (via `label(node, position)`) forming LayerNorm (with its affine) and GELU patterns."""
     producer, consumers = _index(graph)
     position = {id(n): i for i, n in enumerate(graph.node)}
 
@@ -50,6 +50,11 @@ def fusion_units(graph: onnx.GraphProto, label) -> list[set[str]]:
                                     unit[id(div)] = div
                 for div in _only(consumers.get(sub.output[0], []), "Div"):
                     unit[id(div)] = div
+                    # ORT's LayerNormalization fusion also takes the affine Mul (gamma) and Add (beta).
+                    for scale in _only(consumers.get(div.output[0], []), "Mul"):
+                        unit[id(scale)] = scale
+                        for shift in _only(consumers.get(scale.output[0], []), "Add"):
+                            unit[id(shift)] = shift
             if len(unit) >= 5:
                 units.append({lab(n) for n in unit.values()})
         elif node.op_type == "Erf":  # x/sqrt(2) -> Erf -> +1 -> *x -> *0.5

@@ -454,7 +454,15 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
     notes: list[str] = []
     labels = _main_labels(search.proto)
     reference, search.holdout_reference, abs_max = search.reference_and_ranges()
+    label_position = {label: i for i, label in enumerate(labels)}
+    fused: dict[str, set[str]] = {}
+    for unit in fusion_units(search.proto.graph, _label):
+        for member in unit:
+            fused.setdefault(member, set()).update(unit)
     rules = search.range_rules(abs_max, labels)
+    for label, (rule, detail) in list(rules.items()):  # a fusion unit moves as a whole
+        for member in sorted(fused.get(label, ()), key=lambda m: label_position.get(m, 0)):
+            rules.setdefault(member, (rule, f"fused with '{label}': {detail}"))
 
     first = search.validate(rules, search.feeds, reference, "range rules")
     if first.passed:
@@ -463,10 +471,8 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
 
     ranked, cancellation = search.rank(rules, labels)
     rank_of = {label: i for i, label in enumerate(ranked)}
-    groups = fusion_units(search.proto.graph, _label) + cancellation
-    label_position = {label: i for i, label in enumerate(labels)}
-    group_of: dict[str, set[str]] = {}
-    for unit in groups:
+    group_of = {label: set(members) for label, members in fused.items()}
+    for unit in cancellation:
         for member in unit:
             group_of.setdefault(member, set()).update(unit)
 
@@ -477,7 +483,7 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
                 if member not in forced:
                     detail = f"accuracy search: ranked #{rank_of[label] + 1} of {len(ranked)} by the error it adds"
                     if member != label:
-                        detail += f" (fused with '{label}')"
+                        detail += f" (moves with '{label}')"
                     forced[member] = (Rule.ACCURACY, detail)
         return forced
 

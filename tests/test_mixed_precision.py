@@ -1,0 +1,152 @@
+"""auto_mixed_precision on the CPU, validated with float16-storage emulation (no GPU in CI)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import olive_fp16_pass as fp16
+from olive_fp16_pass.errors import Float16Error, OptionError
+from olive_fp16_pass.mixed_precision import CriteriaNotMetError
+from olive_fp16_pass.runtime import ProviderUnavailableError, choose_backend
+from tests.helpers import run
+from tests.models import activation_overflow_chain, benign_mlp, feeds, layernorm_overflow_model
+
+
+def fp32_nodes(result) -> dict[str, str]:
+    return {d.node: d.rule.value for d in result.report.fp32_nodes}
+
+
+def test_activation_overflow_and_cancellation_kept_fp32_accurate_on_holdout():
+    model = activation_overflow_chain()
+    data = feeds((2, 16), n=8)
+    result = fp16.auto_mixed_precision(model, data, rtol=1e-2, atol=1e-3, progress=False)
+    kept = fp32_nodes(result)
+    # The overflowing tensor o2 is written by scale_up2 and read by scale_down; x + 3000 - 3000 cancels.
+    assert kept == {
+        "scale_up2": "activation_overflow",
+        "scale_down": "activation_overflow",
+        "add_big": "accuracy",
+        "sub_big": "accuracy",
+    }
+    search = result.report.search
+    assert search["criteria_met"] and search["holdout_met"]
+    assert search["holdout_samples"] == 2 and search["validation_samples"] == 6
+    assert search["backend"]["mode"] == "emulation"
+    # The full float16 conversion is really broken on this model (emulated storage: inf and lost precision).
+    onnx.checker.check_model(result.model, full_check=True)
+    fresh = feeds((2, 16), n=3, seed=99)  # never seen by the search
+    for feed in fresh:
+        np.testing.assert_allclose(run(result.model, feed)[0], run(model, feed)[0], rtol=1e-2, atol=1e-3)
+    json.dumps(result.report.to_dict())
+
+
+def test_model_fine_in_fp16_is_fully_fp16_after_one_validation():
+    model = benign_mlp()
+    result = fp16.auto_mixed_precision(model, feeds((4, 32), n=8), rtol=1e-2, atol=1e-2, progress=False)
+    assert result.report.fp32_nodes == []
+    stages = [h["stage"] for h in result.report.search["history"]]
+    assert stages == ["range rules", "holdout"]
+    assert result.report.search["candidates_tried"] == 2  # one validation + the held-out check
+
+
+def test_layernorm_fusion_failure_is_rejected_and_search_converges():
+    """Whole decomposed LayerNorm in fp32 after an fp16 MatMul: ORT's LayerNormFusion makes the session fail
+    ("Type parameter (T) of Optype (LayerNormalization) bound to different types"). The search must reject
+    that candidate and go on."""
+    model = layernorm_overflow_model()
+    data = feeds((2, 8, 16), n=8)
+    result = fp16.auto_mixed_precision(model, data, rtol=1e-2, atol=1e-2, progress=False)
+    history = result.report.search["history"]
+    assert any("failed to load or run" in f and "LayerNormalization" in f for h in history for f in h["failures"])
+    assert result.report.search["criteria_met"] and result.report.search["holdout_met"]
+    session_out = run(result.model, data[-1])[0]  # the final model loads with ORT's optimizations on
+    np.testing.assert_allclose(session_out, run(model, data[-1])[0], rtol=1e-2, atol=1e-2)
+    assert fp32_nodes(result)["ln_pow"] == "activation_overflow"
+
+
+def test_impossible_tolerance_returns_fp32_and_says_so():
+    model = benign_mlp(depth=2)
+    data = feeds((4, 32), n=4)
+    result = fp16.auto_mixed_precision(model, data, rtol=0, atol=0, max_abs=0, progress=False)
+    assert result.report.search["criteria_met"] is False
+    assert any("no candidate met the criteria" in note for note in result.report.notes)
+    assert any("keep_io_types=True" in note for note in result.report.notes)
+    assert {d.precision.value for d in result.report.decisions} == {"fp32"}
+    with pytest.raises(CriteriaNotMetError, match="no candidate meets the accuracy criteria"):
+        fp16.auto_mixed_precision(model, data, rtol=0, atol=0, on_failure="raise", progress=False)
+
+
+def test_keep_io_types_makes_exact_fp32_reachable():
+    model = benign_mlp(depth=2)
+    data = feeds((4, 32), n=4)
+    result = fp16.auto_mixed_precision(model, data, rtol=0, atol=0, keep_io_types=True, progress=False)
+    assert result.report.search["criteria_met"] is True  # every node float32, float32 I/O: exact
+
+
+def test_emulation_sees_overflow_that_the_cpu_provider_hides():
+    """DESIGN §5: the CPU EP runs fp16 ops in fp32 behind Casts, so a float16 model 'works' there."""
+    model = activation_overflow_chain(n_blocks=2)
+    feed = feeds((2, 16), n=1)[0]
+    full = fp16.convert_float16(model).model
+    cpu_out = run(full, feed)[0]
+    reference = run(model, feed)[0]
+    from olive_fp16_pass.float16 import convert_with_options
+    from olive_fp16_pass.options import ConversionOptions
+
+    emulated = convert_with_options(model, ConversionOptions(), emulate=True).model
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(emulated.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    emulated_out = session.run(None, {"x": feed["x"]})[0]
+    assert np.isfinite(cpu_out).all()  # the CPU EP hides the overflow of o2 (|o2| up to ~9e4)
+    assert not np.isfinite(emulated_out).all() or np.abs(emulated_out - reference).max() > 0.1
+
+
+def test_provider_unavailable_strict_and_emulated():
+    with pytest.raises(ProviderUnavailableError, match="provider NoSuchExecutionProvider: NoSuchExecutionProvider"):
+        choose_backend("NoSuchExecutionProvider", strict=True)
+    backend = choose_backend("CUDAExecutionProvider")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers() and backend.mode == "provider":
+        pytest.skip("a usable CUDA provider is present")
+    assert backend.mode == "emulation" and "emulated" in backend.reason
+    model = benign_mlp(depth=1)
+    with pytest.raises(ProviderUnavailableError):
+        fp16.auto_mixed_precision(model, feeds((2, 32), n=2), strict=True, progress=False)
+    cpu = choose_backend("CPUExecutionProvider")
+    assert cpu.mode == "emulation" and "hides overflow" in cpu.reason
+
+
+def test_bad_validation_feeds():
+    model = benign_mlp(depth=1)
+    with pytest.raises(Float16Error, match=r"data\[0\]: input names do not match the model \(missing: \['x'\]"):
+        fp16.auto_mixed_precision(model, [{"input": np.zeros((2, 32), np.float32)}], progress=False)
+    with pytest.raises(Float16Error, match=r"data\[1\]\['x'\]: shape \(2, 7\), the model expects 32 on axis 1"):
+        fp16.auto_mixed_precision(model, [{"x": np.zeros((2, 32))}, {"x": np.zeros((2, 7))}], progress=False)
+    with pytest.raises(Float16Error, match=r"data\[0\]\['x'\]: rank 1"):
+        fp16.auto_mixed_precision(model, [{"x": np.zeros(32, np.float32)}], progress=False)
+    with pytest.raises(Float16Error, match=r"data\[0\]\['x'\]: dtype int64, the model expects float32"):
+        fp16.auto_mixed_precision(model, [{"x": np.zeros((1, 32), np.int64)}], progress=False)
+    with pytest.raises(Float16Error, match="data: no validation samples given"):
+        fp16.auto_mixed_precision(model, [], progress=False)
+    with pytest.raises(OptionError, match="no accuracy criterion given"):
+        fp16.auto_mixed_precision(model, feeds((1, 32), n=1), rtol=None, atol=None, progress=False)
+    with pytest.raises(Float16Error, match=r"per_output: \['z'\] are not outputs of the model"):
+        fp16.auto_mixed_precision(model, feeds((1, 32), n=1), per_output={"z": {"max_abs": 1}}, progress=False)
+
+
+def test_other_criteria_psnr_and_cosine():
+    model = activation_overflow_chain()
+    data = feeds((2, 16), n=6)
+    result = fp16.auto_mixed_precision(model, data, rtol=None, atol=None, min_psnr=40, min_cosine=0.999, progress=False)
+    errors = result.report.search["validation_errors"]["y"]
+    assert errors["psnr"] == "inf" or errors["psnr"] >= 40
+    assert errors["cosine"] >= 0.999
+    assert result.report.search["criteria_met"]
