@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from olive_fp16_pass import op_signatures
 from olive_fp16_pass.element_types import ElementTypes
-from olive_fp16_pass.graph_walk import has_subgraphs
+from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import NodeDecision, Precision, PrecisionPlan, Rule
 
@@ -94,20 +94,15 @@ def _measure(value: ir.Value) -> WeightRange | None:
     )
 
 
-def classify(
-    model: ir.Model,
-    nodes: list[tuple[ir.Node, str]],
-    labels: dict[int, str],
-    types: ElementTypes,
-    options: ConversionOptions,
-) -> ClassifyResult:
+def classify(model: ir.Model, index: GraphIndex, types: ElementTypes, options: ConversionOptions) -> ClassifyResult:
     """Decide every non-free node that touches a float32 tensor."""
     result = ClassifyResult(PrecisionPlan())
     ranges = WeightRanges()
     opsets = model.opset_imports
     op_blocks = set(options.op_block_list or [])
     op_includes = set(options.op_include_list) if options.op_include_list is not None else None
-    for node, graph_label in nodes:
+    labels = index.labels
+    for node, graph_label in index.nodes:
         if is_free(node):
             continue
         inputs = [(i, v) for i, v in enumerate(node.inputs) if v is not None]
@@ -129,7 +124,7 @@ def classify(
         if unknown:
             decide(Precision.FP32, Rule.UNKNOWN_TYPE, f"element type unknown for {', '.join(map(str, unknown))}")
             continue
-        if has_subgraphs(node):
+        if id(node) in index.control_flow:
             decide(Precision.FP32, Rule.CONTROL_FLOW, "inputs/outputs kept; body nodes converted on their own")
             continue
         version = opsets.get("" if node.domain == "ai.onnx" else node.domain)

@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from olive_fp16_pass.classify import FP16_MAX, ClassifyResult, constant_tensor, is_free
 from olive_fp16_pass.element_types import ElementTypes
-from olive_fp16_pass.graph_walk import all_graphs
+from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import Precision
 
@@ -43,9 +43,9 @@ class ConvertStats:
 class _Names:
     """Fresh names that clash with no node or value name anywhere in the model."""
 
-    def __init__(self, model: ir.Model) -> None:
+    def __init__(self, index: GraphIndex) -> None:
         self.used: set[str] = set()
-        for graph in all_graphs(model.graph):
+        for graph in index.graphs:
             self.used.update(v.name for v in (*graph.inputs, *graph.outputs, *graph.initializers.values()) if v.name)
             for node in graph:
                 if node.name:
@@ -82,7 +82,7 @@ class Assignment:
 
 def assign_precisions(
     model: ir.Model,
-    nodes: list[tuple[ir.Node, str]],
+    index: GraphIndex,
     types: ElementTypes,
     classified: ClassifyResult,
     options: ConversionOptions,
@@ -103,7 +103,7 @@ def assign_precisions(
 
     # Output slots of every graph, by value: graph outputs are consumers too.
     output_slots: dict[int, list[tuple[ir.Graph, int]]] = {}
-    for graph in all_graphs(main):
+    for graph in index.graphs:
         for i, value in enumerate(graph.outputs):
             output_slots.setdefault(id(value), []).append((graph, i))
 
@@ -129,10 +129,10 @@ def assign_precisions(
             seen.add(id(value))
             float_values.append(value)
 
-    for graph in all_graphs(main):
+    for graph in index.graphs:
         for value in (*graph.inputs, *graph.initializers.values()):
             visit(value)
-    for node, _ in nodes:
+    for node, _ in index.nodes:
         for value in node.outputs:
             visit(value)
 
@@ -175,14 +175,13 @@ def _redirect(
 
 def apply_plan(
     model: ir.Model,
-    nodes: list[tuple[ir.Node, str]],
+    index: GraphIndex,
     types: ElementTypes,
     classified: ClassifyResult,
     options: ConversionOptions,
 ) -> ConvertStats:
     stats = ConvertStats()
-    main = model.graph
-    assignment = assign_precisions(model, nodes, types, classified, options)
+    assignment = assign_precisions(model, index, types, classified, options)
     float_values, assigned, uses_with_wants = assignment.float_values, assignment.assigned, assignment.uses_with_wants
 
     # 2. Retype tensors and rewrite constants.
@@ -216,8 +215,8 @@ def apply_plan(
             producer.attributes["dtype"] = ir.AttrInt64("dtype", F16)
 
     # 3. One Cast per tensor and target precision, shared by all consumers that need it.
-    names = _Names(model)
-    first_nodes = {id(graph): (next(iter(graph), None)) for graph in all_graphs(main)}
+    names = _Names(index)
+    first_nodes = {id(graph): (next(iter(graph), None)) for graph in index.graphs}
     for value in float_values:
         have = assigned[id(value)]
         need_other = [(use, w) for use, w in uses_with_wants(value) if w not in (ANY, None, have)]
@@ -245,7 +244,7 @@ def apply_plan(
 
 def apply_emulation(
     model: ir.Model,
-    nodes: list[tuple[ir.Node, str]],
+    index: GraphIndex,
     types: ElementTypes,
     classified: ClassifyResult,
     options: ConversionOptions,
@@ -259,9 +258,9 @@ def apply_emulation(
     result must disable graph optimizations, or ORT may fold the rounding Cast pairs away.
     """
     stats = ConvertStats()
-    assignment = assign_precisions(model, nodes, types, classified, options)
-    names = _Names(model)
-    first_nodes = {id(graph): (next(iter(graph), None)) for graph in all_graphs(model.graph)}
+    assignment = assign_precisions(model, index, types, classified, options)
+    names = _Names(index)
+    first_nodes = {id(graph): (next(iter(graph), None)) for graph in index.graphs}
     for value in assignment.float_values:
         if types.get(value) != F32:
             continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from olive_fp16_pass import op_signatures
-from olive_fp16_pass.graph_walk import nodes_bodies_first, subgraphs
+from olive_fp16_pass.graph_walk import GraphIndex, subgraphs
 
 _TYPE_STRS = {
     f"tensor({name})": dtype
@@ -110,28 +110,21 @@ def _control_flow_outputs(node: ir.Node, types: ElementTypes) -> list[ir.DataTyp
     return None
 
 
-def infer(model: ir.Model) -> ElementTypes:
+def infer(model: ir.Model, index: GraphIndex | None = None) -> ElementTypes:
     """Element types for every value of `model`, subgraphs included."""
+    index = index or GraphIndex(model)
     types = ElementTypes()
-    graph = model.graph
     opsets = model.opset_imports
-
-    def declare_graph(g: ir.Graph) -> None:
-        for value in (*g.inputs, *g.initializers.values(), *g.outputs):
+    # Every graph's declared types first: a body's inputs must be known before its nodes propagate.
+    for graph in index.graphs:
+        for value in (*graph.inputs, *graph.initializers.values(), *graph.outputs):
             _declared(value, types)
-
-    declare_graph(graph)
-    for node in nodes_bodies_first(graph):
-        for _, sub in subgraphs(node):
-            declare_graph(sub)
-    # Bodies are visited before their owner, but their inputs must be declared before their nodes: declare
-    # every graph first (above), then propagate.
-    for node in nodes_bodies_first(graph):
-        _propagate(node, types, opsets)
+    for node, _ in index.nodes:
+        _propagate(node, types, opsets, id(node) in index.control_flow)
     return types
 
 
-def _propagate(node: ir.Node, types: ElementTypes, opsets: dict[str, int]) -> None:
+def _propagate(node: ir.Node, types: ElementTypes, opsets: dict[str, int], control_flow: bool) -> None:
     pending = [out for out in node.outputs if id(out) not in types._types and not _declared(out, types)]
     if not pending:
         return
@@ -140,7 +133,7 @@ def _propagate(node: ir.Node, types: ElementTypes, opsets: dict[str, int]) -> No
         for out in pending:
             types.set(out, attr_dtype)
         return
-    flow = _control_flow_outputs(node, types)
+    flow = _control_flow_outputs(node, types) if control_flow else None
     if flow is not None:
         for i, out in enumerate(node.outputs):
             if out in pending:

@@ -18,7 +18,7 @@ from olive_fp16_pass import classify as classify_mod
 from olive_fp16_pass import element_types
 from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
-from olive_fp16_pass.graph_walk import nodes_bodies_first, subgraphs
+from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.model_io import has_external_data, load_model_file, save_model
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.report import ConversionReport
@@ -59,25 +59,6 @@ def _load(model: ModelLike) -> tuple[ir.Model, bool]:
     if isinstance(model, (str, os.PathLike)):
         return load_model_file(model)
     raise Float16Error(f"model: expected an onnx.ModelProto or a path to an .onnx file, got {type(model).__name__}")
-
-
-def _graph_labels(model: ir.Model) -> tuple[list[tuple[ir.Node, str]], dict[int, str]]:
-    """Every node with the path of its graph ("main", "If_3/then_branch"), and a readable label."""
-    nodes: list[tuple[ir.Node, str]] = []
-    labels: dict[int, str] = {}
-    counter = 0
-
-    def walk(graph: ir.Graph, path: str) -> None:
-        nonlocal counter
-        for node in graph:
-            labels[id(node)] = node.name or f"<unnamed {node.op_type} #{counter}>"
-            counter += 1
-            for attr_name, sub in subgraphs(node):
-                walk(sub, f"{path}/{labels[id(node)]}/{attr_name}")
-            nodes.append((node, path))
-
-    walk(model.graph, "main")
-    return nodes, labels
 
 
 def convert_float16(
@@ -121,13 +102,14 @@ def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions
     graph = ir_model.graph
     options.check_io_names([v.name or "" for v in graph.inputs], [v.name or "" for v in graph.outputs])
 
-    types = element_types.infer(ir_model)
-    nodes, labels = _graph_labels(ir_model)
-    classified = classify_mod.classify(ir_model, nodes, labels, types, options)
+    index = GraphIndex(ir_model)
+    types = element_types.infer(ir_model, index)
+    node_names = {node.name for node, _ in index.nodes if node.name}
     for patterns in (options.node_blocks, options.node_includes):
-        patterns.check_invalid()
+        patterns.bind(node_names)
+    classified = classify_mod.classify(ir_model, index, types, options)
     apply = apply_emulation if emulate else apply_plan
-    stats = apply(ir_model, nodes, types, classified, options)
+    stats = apply(ir_model, index, types, classified, options)
 
     report = ConversionReport(
         decisions=list(classified.plan.decisions.values()),
@@ -153,14 +135,14 @@ def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions
         has_fp16 = any(d.precision.value == "fp16" for d in report.decisions)
         report.notes.append(
             "no float32 tensor was converted: the model is unchanged"
-            + (" (it already holds float16 tensors)" if not has_fp16 and _has_float16(ir_model, types) else "")
+            + (" (it already holds float16 tensors)" if not has_fp16 and _has_float16(index, types) else "")
         )
     report.seconds = time.perf_counter() - start
     return ConversionResult(ir_model, report, external)
 
 
-def _has_float16(model: ir.Model, types: element_types.ElementTypes) -> bool:
-    return any(types.get(v) == ir.DataType.FLOAT16 for node in nodes_bodies_first(model.graph) for v in node.outputs)
+def _has_float16(index: GraphIndex, types: element_types.ElementTypes) -> bool:
+    return any(types.get(v) == ir.DataType.FLOAT16 for node, _ in index.nodes for v in node.outputs)
 
 
 __all__ = ["ConversionResult", "convert_float16", "convert_with_options"]

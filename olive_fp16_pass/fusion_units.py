@@ -25,13 +25,13 @@ def _only(nodes: list[onnx.NodeProto], *ops: str) -> list[onnx.NodeProto]:
     return [n for n in nodes if n.op_type in ops]
 
 
-def fusion_units(graph: onnx.GraphProto, label) -> list[set[str]]:
-    """Sets of node labels (via `label(node, position)`) forming LayerNorm (with its affine) and GELU patterns."""
+def fusion_units(graph: onnx.GraphProto, labels: list[str]) -> list[set[str]]:
+    """Sets of node labels (`labels[i]` names `graph.node[i]`) forming LayerNorm (with affine) and GELU patterns."""
     producer, consumers = _index(graph)
     position = {id(n): i for i, n in enumerate(graph.node)}
 
     def lab(node: onnx.NodeProto) -> str:
-        return label(node, position[id(node)])
+        return labels[position[id(node)]]
 
     units: list[set[str]] = []
     for node in graph.node:

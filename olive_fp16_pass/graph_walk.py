@@ -44,3 +44,29 @@ def node_label(node: ir.Node, index: dict[int, int]) -> str:
     if node.name:
         return node.name
     return f"<unnamed {node.op_type} #{index.get(id(node), -1)}>"
+
+
+class GraphIndex:
+    """One walk over the model: nodes (bodies before their owner), readable labels, graphs, control flow.
+
+    Built once per conversion; every stage reads it instead of walking attributes again (walking them per
+    stage was a fifth of the conversion time on a 20k-node graph).
+    """
+
+    def __init__(self, model: ir.Model) -> None:
+        self.nodes: list[tuple[ir.Node, str]] = []  # (node, path of its graph: "main", "main/If_3/then_branch")
+        self.labels: dict[int, str] = {}
+        self.graphs: list[ir.Graph] = [model.graph]
+        self.control_flow: set[int] = set()
+        self._walk(model.graph, "main")
+
+    def _walk(self, graph: ir.Graph, path: str) -> None:
+        for node in graph:
+            label = node.name or f"<unnamed {node.op_type} #{len(self.labels)}>"
+            self.labels[id(node)] = label
+            if node.attributes:
+                for attr_name, sub in subgraphs(node):
+                    self.control_flow.add(id(node))
+                    self.graphs.append(sub)
+                    self._walk(sub, f"{path}/{label}/{attr_name}")
+            self.nodes.append((node, path))

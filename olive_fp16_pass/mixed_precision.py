@@ -61,18 +61,12 @@ class Candidate:
     errors: dict[str, OutputError] | None
 
 
-def _label(node: onnx.NodeProto, position: int) -> str:
-    # Same labels as float16._graph_labels for main-graph nodes (position counts subgraph nodes there, so
-    # unnamed nodes are matched by a separate map built from the ir model; see _main_labels).
-    return node.name or f"<unnamed {node.op_type} #{position}>"
-
-
 def _main_labels(proto: onnx.ModelProto) -> list[str]:
     """Labels of main-graph nodes in order, exactly as the converter names them (subgraph nodes counted)."""
-    from olive_fp16_pass.float16 import _graph_labels
+    from olive_fp16_pass.graph_walk import GraphIndex
 
     ir_model = ir.serde.deserialize_model(proto)
-    _nodes, labels = _graph_labels(ir_model)
+    labels = GraphIndex(ir_model).labels
     return [labels[id(node)] for node in ir_model.graph]
 
 
@@ -456,7 +450,7 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
     reference, search.holdout_reference, abs_max = search.reference_and_ranges()
     label_position = {label: i for i, label in enumerate(labels)}
     fused: dict[str, set[str]] = {}
-    for unit in fusion_units(search.proto.graph, _label):
+    for unit in fusion_units(search.proto.graph, labels):
         for member in unit:
             fused.setdefault(member, set()).update(unit)
     rules = search.range_rules(abs_max, labels)

@@ -1,0 +1,100 @@
+"""Float16-storage emulation of ANY float16/mixed model, for honest accuracy checks without a GPU.
+
+`convert.apply_emulation` builds the emulation of one of *our* candidates from the float32 model and the
+plan. This module does the same for a model that is already float16 (ours, Olive's `OnnxFloatToFloat16`,
+onnxconverter-common's, a user's): every float16 tensor becomes float32, rounded to float16 where it is
+produced (a Cast to float16 and back), so overflow to inf and lost precision show as on a GPU, while the CPU
+execution provider would compute the float16 graph in float32 and hide them. Run the result with ORT graph
+optimizations disabled (they may fold the rounding pairs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from olive_fp16_pass import element_types
+from olive_fp16_pass.graph_walk import GraphIndex
+
+F16 = ir.DataType.FLOAT16
+F32 = ir.DataType.FLOAT
+_DTYPE_ATTR_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "EyeLike"}
+
+
+def _to_f32(tensor: ir.TensorProtocol) -> ir.Tensor:
+    return ir.Tensor(tensor.numpy().astype(np.float32), name=tensor.name)
+
+
+def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A float32 model computing what `model` computes with float16 storage; inputs/outputs become float32."""
+    ir_model = ir.serde.deserialize_model(model)
+    index = GraphIndex(ir_model)
+    types = element_types.infer(ir_model, index)
+    main = ir_model.graph
+    used = {v.name for g in index.graphs for v in (*g.inputs, *g.outputs, *g.initializers.values()) if v.name}
+    used |= {v.name for n, _ in index.nodes for v in n.outputs if v.name} | {n.name for n, _ in index.nodes if n.name}
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        return name
+
+    def round_after(value: ir.Value, graph: ir.Graph, after: ir.Node | None) -> None:
+        """Insert Cast(float16) -> Cast(float) after `value` and move every reader to the rounded copy."""
+        uses = list(value.uses())
+        outputs = [(g, i) for g in index.graphs for i, v in enumerate(g.outputs) if v is value]
+        half = ir.Value(name=fresh(f"{value.name}_h"), type=ir.TensorType(F16), shape=value.shape)
+        back = ir.Value(name=fresh(f"{value.name}_r"), type=ir.TensorType(F32), shape=value.shape)
+        down = ir.Node("", "Cast", [value], [ir.AttrInt64("to", F16)], outputs=[half], name=fresh("emu_round16"))
+        up = ir.Node("", "Cast", [half], [ir.AttrInt64("to", F32)], outputs=[back], name=fresh("emu_round32"))
+        if after is not None:
+            graph.insert_after(after, [down, up])
+        else:
+            first = next(iter(graph), None)
+            if first is None:
+                graph.extend([down, up])
+            else:
+                graph.insert_before(first, [down, up])
+        for node, index_ in uses:
+            node.replace_input_with(index_, back)
+        for g, i in outputs:
+            if g is main:  # keep the model's output names
+                original = value.name
+                value.name = fresh(f"{original}_unrounded")
+                back.name = original
+            g.outputs[i] = back
+
+    for graph in index.graphs:
+        for value in graph.initializers.values():
+            if value.const_value is not None and value.const_value.dtype == F16:
+                value.const_value = _to_f32(value.const_value)
+                value.type = ir.TensorType(F32)
+        for value in list(graph.inputs):
+            if types.get(value) == F16:
+                value.type = ir.TensorType(F32)
+                if graph is main:
+                    round_after(value, graph, None)
+    for node, _ in list(index.nodes):
+        if node.op_type == "Cast" and node.attributes["to"].value == F16:
+            node.attributes["to"] = ir.AttrInt64("to", F32)
+        elif node.op_type == "Constant" and "value" in node.attributes and node.attributes["value"].value.dtype == F16:
+            node.attributes["value"] = ir.AttrTensor("value", _to_f32(node.attributes["value"].value))
+        elif node.op_type == "ConstantOfShape" and "value" in node.attributes:
+            if node.attributes["value"].value.dtype == F16:
+                node.attributes["value"] = ir.AttrTensor("value", _to_f32(node.attributes["value"].value))
+        elif node.op_type in _DTYPE_ATTR_OPS and "dtype" in node.attributes and node.attributes["dtype"].value == F16:
+            node.attributes["dtype"] = ir.AttrInt64("dtype", F32)
+        for out in node.outputs:
+            if types.get(out) == F16:
+                if out.type is not None:
+                    out.type = ir.TensorType(F32)
+                round_after(out, node.graph, node)
+    for graph in index.graphs:
+        for value in graph.outputs:
+            if value.type is not None and value.dtype == F16:
+                value.type = ir.TensorType(F32)
+    return ir.serde.serialize_model(ir_model)
