@@ -134,3 +134,68 @@ def test_import_hook_applies_compat_workarounds_when_olive_loads():
     applied, still_present = json.loads(proc.stdout.strip().splitlines()[-1])
     assert still_present == []
     assert "B1_custom_metric_serialization" in applied or not applied  # empty only on an Olive without the bugs
+
+
+USER_DATA = '''
+import numpy as np
+from olive.data.registry import Registry
+
+
+class _Samples:
+    def __init__(self, n):
+        rng = np.random.default_rng(0)
+        self.items = [rng.standard_normal(16).astype(np.float32) for _ in range(n)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return {"x": self.items[i]}, 0
+
+
+@Registry.register_dataset()
+def amp_validation_samples(data_dir=None, **kwargs):
+    return _Samples(16)
+'''
+
+
+def test_olive_run_auto_mixed_precision_with_data_config(tmp_path):
+    from tests.models import activation_overflow_chain
+
+    model = activation_overflow_chain()
+    onnx.save(model, tmp_path / "model.onnx")
+    (tmp_path / "user_data.py").write_text(USER_DATA)
+    config = {
+        "input_model": {"type": "ONNXModel", "model_path": str(tmp_path / "model.onnx")},
+        "data_configs": [
+            {
+                "name": "val",
+                "user_script": str(tmp_path / "user_data.py"),
+                "load_dataset_config": {"type": "amp_validation_samples"},
+                "dataloader_config": {"batch_size": 2},
+            }
+        ],
+        "passes": {"amp": {"type": "OnnxAutoMixedPrecision", "data_config": "val", "rtol": 0.01, "atol": 0.001}},
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        "log_severity_level": 1,
+    }
+    (tmp_path / "workflow.json").write_text(json.dumps(config))
+    proc = _olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = onnx.load(tmp_path / "out" / "model.onnx")
+    onnx.checker.check_model(out, full_check=True)
+    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    report = attributes["olive_fp16_report"]
+    assert {d["node"]: d["rule"] for d in report["fp32_nodes"]} == {
+        "scale_up2": "activation_overflow",
+        "scale_down": "activation_overflow",
+        "add_big": "accuracy",
+        "sub_big": "accuracy",
+    }
+    search = report["search"]
+    assert search["criteria_met"] and search["holdout_met"]
+    assert search["validation_samples"] == 6 and search["holdout_samples"] == 2
+    assert search["backend"]["mode"] == "emulation"  # CPU target: never plain CPU-EP runs of an fp16 graph
+    x = np.random.default_rng(5).standard_normal((2, 16)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-2, atol=1e-3)
