@@ -35,7 +35,7 @@ ORT_FLOAT32_INPUTS: dict[tuple[str, str], frozenset[int]] = {
 
 
 def is_free(node: ir.Node) -> bool:
-    return node.domain in ("", "ai.onnx") and node.op_type in FREE_OPS
+    return node.op_type in FREE_OPS and node.domain in ("", "ai.onnx")
 
 
 @dataclass
@@ -102,14 +102,18 @@ def classify(model: ir.Model, index: GraphIndex, types: ElementTypes, options: C
     op_blocks = set(options.op_block_list or [])
     op_includes = set(options.op_include_list) if options.op_include_list is not None else None
     labels = index.labels
+    dtype_of = types.by_id  # plain dict lookups: this loop runs once per node of graphs with 100k+ nodes
+    f32 = ir.DataType.FLOAT
     for node, graph_label in index.nodes:
         if is_free(node):
             continue
         inputs = [(i, v) for i, v in enumerate(node.inputs) if v is not None]
-        float_in = [i for i, v in inputs if types.is_float32(v)]
-        float_out = [i for i, v in enumerate(node.outputs) if types.is_float32(v)]
-        if not float_in and not float_out:
+        in_types = [dtype_of.get(id(v)) for _, v in inputs]
+        out_types = [dtype_of.get(id(v)) for v in node.outputs]
+        if f32 not in in_types and f32 not in out_types:
             continue
+        float_in = [i for (i, _), t in zip(inputs, in_types, strict=True) if t == f32]
+        float_out = [i for i, t in enumerate(out_types) if t == f32]
 
         def decide(precision: Precision, rule: Rule, detail: str = "", *, node=node, graph_label=graph_label) -> None:
             result.plan.decisions[id(node)] = NodeDecision(
@@ -117,10 +121,10 @@ def classify(model: ir.Model, index: GraphIndex, types: ElementTypes, options: C
             )
 
         values = [v for _, v in inputs] + list(node.outputs)
-        if any(id(v) in types.non_tensor for v in values):
+        if types.non_tensor and any(id(v) in types.non_tensor for v in values):
             decide(Precision.FP32, Rule.NON_TENSOR_TYPE, "has sequence/optional/map inputs or outputs")
             continue
-        unknown = [v.name for v in values if types.get(v) is None]
+        unknown = [v.name for v, t in zip(values, in_types + out_types, strict=True) if t is None]
         if unknown:
             decide(Precision.FP32, Rule.UNKNOWN_TYPE, f"element type unknown for {', '.join(map(str, unknown))}")
             continue

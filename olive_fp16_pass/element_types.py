@@ -41,6 +41,7 @@ class ElementTypes:
 
     def __init__(self) -> None:
         self._types: dict[int, ir.DataType | None] = {}
+        self.by_id = self._types  # id(value) -> dtype, for hot loops
         self.non_tensor: set[int] = set()
 
     def get(self, value: ir.Value | None) -> ir.DataType | None:

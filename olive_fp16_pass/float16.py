@@ -15,7 +15,7 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
-from olive_fp16_pass import element_types
+from olive_fp16_pass import element_types, emit_proto
 from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.graph_walk import GraphIndex
@@ -30,17 +30,23 @@ ModelLike = onnx.ModelProto | str | os.PathLike
 
 @dataclass
 class ConversionResult:
-    """The converted model (onnx-ir, serialized on demand) and its report."""
+    """The converted model and its report; held as onnx-ir or protobuf, the other form made on demand."""
 
-    ir_model: ir.Model
+    _ir: ir.Model | None
     report: ConversionReport
     external_data: bool = False
     _proto: onnx.ModelProto | None = field(default=None, repr=False)
 
     @property
+    def ir_model(self) -> ir.Model:
+        if self._ir is None:
+            self._ir = ir.serde.deserialize_model(self._proto)
+        return self._ir
+
+    @property
     def model(self) -> onnx.ModelProto:
         if self._proto is None:
-            self._proto = ir.serde.serialize_model(self.ir_model)
+            self._proto = ir.serde.serialize_model(self._ir)
         return self._proto
 
     def save(
@@ -95,10 +101,14 @@ def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions
     An `ir.Model` given here is converted in place (the search builds many candidates from one proto).
     """
     start = time.perf_counter()
+    # A ModelProto without external data is edited as protobuf (emit_proto); anything else through onnx-ir.
+    source_proto = model if isinstance(model, onnx.ModelProto) and not emulate else None
     if isinstance(model, ir.Model):
         ir_model, external = model, False
     else:
         ir_model, external = _load(model)
+    if external:
+        source_proto = None
     graph = ir_model.graph
     options.check_io_names([v.name or "" for v in graph.inputs], [v.name or "" for v in graph.outputs])
 
@@ -108,8 +118,12 @@ def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions
     for patterns in (options.node_blocks, options.node_includes):
         patterns.bind(node_names)
     classified = classify_mod.classify(ir_model, index, types, options)
-    apply = apply_emulation if emulate else apply_plan
-    stats = apply(ir_model, index, types, classified, options)
+    converted_proto = None
+    if source_proto is not None:
+        converted_proto, stats = emit_proto.emit(source_proto, ir_model, index, types, classified, options)
+    else:
+        apply = apply_emulation if emulate else apply_plan
+        stats = apply(ir_model, index, types, classified, options)
 
     report = ConversionReport(
         decisions=list(classified.plan.decisions.values()),
@@ -138,6 +152,8 @@ def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions
             + (" (it already holds float16 tensors)" if not has_fp16 and _has_float16(index, types) else "")
         )
     report.seconds = time.perf_counter() - start
+    if converted_proto is not None:
+        return ConversionResult(None, report, external, converted_proto)
     return ConversionResult(ir_model, report, external)
 
 
