@@ -36,6 +36,12 @@ def _package_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from olive_fp16_pass.olive.run_report import main as report_main
+
+    return report_main(args.output_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="olive-fp16", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     pkg = sub.add_parser("package-config", help="write Olive's package config plus our passes")
     pkg.add_argument("-o", "--output", default="olive_fp16_package_config.json")
     pkg.set_defaults(func=_package_config)
+    rep = sub.add_parser("report", help="summarize an `olive run` output folder; exit 1 if no candidate met the goals")
+    rep.add_argument("output_dir")
+    rep.set_defaults(func=_report)
     args = parser.parse_args(argv)
     if getattr(args, "keep_io_types", None) == []:
         args.keep_io_types = ["all"]

@@ -1,0 +1,170 @@
+"""Olive custom metric for the denoiser: fidelity to the float32 model, quality vs the truth, latency.
+
+`evaluate_denoiser` is an Olive `evaluate_func` (model, device, execution_providers) returning one value per
+sub-metric. It runs the candidate on the requested execution provider with I/O binding (inputs and outputs
+stay on the device during the timed runs) and refuses to report anything when the session fell back to
+another provider. Everything it measured, the providers really used included, is also written next to the
+candidate model (`<model>.eval.json`, and `<model>.eval.npy` with the first denoised image) for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from olive_fp16_pass.image_quality import fidelity, task_quality
+from olive_fp16_pass.runtime import ProviderFallbackError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+FP32_MODEL = MODELS_DIR / "denoiser.onnx"
+_reference_cache: dict[tuple, list[np.ndarray]] = {}
+
+
+def _provider(execution_providers: Any) -> str:
+    if not execution_providers:
+        return "CPUExecutionProvider"
+    first = execution_providers[0] if isinstance(execution_providers, (list, tuple)) else execution_providers
+    return first[0] if isinstance(first, (list, tuple)) else str(first)
+
+
+def eval_images(size: int, sigma: float, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from olive_fp16_pass.models.sample_images import add_noise, load_eval_images
+
+    clean = load_eval_images(size=size)
+    return clean, [add_noise(img, sigma=sigma, seed=seed + i) for i, img in enumerate(clean)]
+
+
+def reference_outputs(noisy: list[np.ndarray], key: tuple, reference_model: Path) -> list[np.ndarray]:
+    """The float32 original's outputs on the CPU (exact float32, no TF32), cached per process."""
+    if key not in _reference_cache:
+        session = ort.InferenceSession(str(reference_model), providers=["CPUExecutionProvider"])
+        _reference_cache[key] = [session.run(None, {session.get_inputs()[0].name: x})[0] for x in noisy]
+    return _reference_cache[key]
+
+
+class BoundRunner:
+    """One session, inputs and outputs bound on the device: what a deployed model's steady state costs."""
+
+    def __init__(self, model_path: str, provider: str) -> None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model_path, options, providers=[provider])
+        self.providers = self.session.get_providers()
+        if self.providers[0] != provider:
+            raise ProviderFallbackError(
+                f"refusing to report figures for {provider}: the session ran on {self.providers[0]} "
+                f"(providers used: {self.providers})"
+            )
+        self.device = "cuda" if provider == "CUDAExecutionProvider" else "cpu"
+        self.input = self.session.get_inputs()[0]
+        self.output = self.session.get_outputs()[0]
+        self.input_dtype = np.float16 if self.input.type == "tensor(float16)" else np.float32
+
+    def bind(self, x: np.ndarray):
+        binding = self.session.io_binding()
+        value = ort.OrtValue.ortvalue_from_numpy(x.astype(self.input_dtype), self.device, 0)
+        binding.bind_ortvalue_input(self.input.name, value)
+        binding.bind_output(self.output.name, self.device)
+        return binding, value
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        binding, _keep = self.bind(x)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0].astype(np.float32)
+
+    def latency_ms(self, x: np.ndarray, warmup: int, repeat: int) -> list[float]:
+        binding, _keep = self.bind(x)
+        for _ in range(warmup):
+            self.session.run_with_iobinding(binding)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            times.append((time.perf_counter() - start) * 1000)
+        return times
+
+
+def accuracy_outputs(runner: BoundRunner, model_path: str, noisy: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
+    """Outputs to judge accuracy by. On the CPU EP a float16 graph runs in float32 behind Casts and hides
+    overflow, so there the float16 storage is emulated (DESIGN.md §5); on a GPU provider the real outputs count."""
+    if runner.providers[0] != "CPUExecutionProvider":
+        return [runner.run(x) for x in noisy], f"real outputs on {runner.providers[0]}"
+    import onnx
+
+    from olive_fp16_pass.emulation import emulate_float16_storage
+
+    proto = onnx.load(model_path)
+    emulated = emulate_float16_storage(proto)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(emulated.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    outputs = [session.run(None, {name: x.astype(np.float32)})[0] for x in noisy]
+    return outputs, "float16-storage emulation on the CPU (the CPU EP would hide float16 overflow)"
+
+
+def evaluate_denoiser(
+    model,
+    device=None,
+    execution_providers=None,
+    *,
+    image_size: int = 256,
+    sigma: float = 25 / 255,
+    seed: int = 0,
+    warmup: int = 3,
+    repeat: int = 20,
+    reference_model: str | None = None,
+) -> dict[str, float]:
+    provider = _provider(execution_providers)
+    reference_path = Path(reference_model) if reference_model else FP32_MODEL
+    clean, noisy = eval_images(image_size, sigma, seed)
+    reference = reference_outputs(noisy, (str(reference_path), image_size, sigma, seed), reference_path)
+    runner = BoundRunner(str(model.model_path), provider)
+    outputs, accuracy_backend = accuracy_outputs(runner, str(model.model_path), noisy)
+    per_image = [
+        fidelity(out, ref) | task_quality(out, c) for out, ref, c in zip(outputs, reference, clean, strict=True)
+    ]
+    times = runner.latency_ms(noisy[0], warmup, repeat)
+    result = {
+        "latency_ms": statistics.median(times),
+        # Worst image for fidelity (the user sees the worst), mean for task quality.
+        "max_abs_vs_fp32": max(r["max_abs_vs_fp32"] for r in per_image),
+        "mean_abs_vs_fp32": statistics.fmean(r["mean_abs_vs_fp32"] for r in per_image),
+        "p999_abs_vs_fp32": max(r["p999_abs_vs_fp32"] for r in per_image),
+        "psnr_vs_fp32": min(r["psnr_vs_fp32"] for r in per_image),
+        "pixels_changed_pct": max(r["pixels_changed_pct"] for r in per_image),
+        "max_8bit_change": max(r["max_8bit_change"] for r in per_image),
+        "nonfinite": sum(r["nonfinite"] for r in per_image),
+        "psnr_vs_clean": statistics.fmean(r["psnr_vs_clean"] for r in per_image),
+        "ssim_vs_clean": statistics.fmean(r["ssim_vs_clean"] for r in per_image),
+    }
+    # Olive stores metric values as JSON numbers: an infinite PSNR (identical outputs) is capped at 200 dB.
+    result = {k: (min(v, 200.0) if isinstance(v, float) else float(v)) for k, v in result.items()}
+    sidecar = {
+        "model_path": str(model.model_path),
+        "metrics": result,
+        "per_image": per_image,
+        "latency_ms_all": times,
+        "provider_requested": provider,
+        "accuracy_backend": accuracy_backend,
+        "providers_used": runner.providers,
+        "device_label": "GPU (CUDA)" if runner.providers[0] == "CUDAExecutionProvider" else "CPU",
+        "image_size": image_size,
+        "sigma": sigma,
+        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "versions": {"onnxruntime": ort.__version__, "numpy": np.__version__},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    model_file = Path(model.model_path)
+    model_file.with_suffix(".eval.json").write_text(json.dumps(sidecar, indent=2, default=float))
+    np.save(model_file.with_suffix(".eval.npy"), outputs[0])
+    return result
