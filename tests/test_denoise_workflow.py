@@ -149,3 +149,20 @@ def test_report_exits_nonzero_when_no_candidate_met_the_goals(tmp_path):
     assert report_proc.returncode == 1
     assert "No candidate met the goals" in report_proc.stdout
     assert json.loads((tmp_path / "out" / "report.json").read_text())["status"] == "no_candidate_met_goals"
+
+
+def test_pytorch_workflow_cpu_variant(tmp_path):
+    """workflows/denoise_from_pytorch.json with the CPU system of the CPU workflow and one precision pass."""
+    config = json.loads((REPO / "workflows/denoise_from_pytorch.json").read_text())
+    cpu = json.loads((REPO / "workflows/denoise_fp16_cpu.json").read_text())
+    config.update(systems=cpu["systems"], data_configs=cpu["data_configs"], evaluators=cpu["evaluators"])
+    config["evaluators"]["denoise_quality"]["metrics"][0]["user_config"]["evaluate_func_kwargs"]["repeat"] = 3
+    config["passes"]["precision"] = [{"type": "OnnxFloat16"}]
+    config.update(output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "workflow.json").write_text(json.dumps(config))
+    proc = _run([sys.executable, "-m", "olive", "run", "--config", str(tmp_path / "workflow.json")])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report_proc = _run([sys.executable, "-m", "olive_fp16_pass.cli", "report", str(tmp_path / "out")])
+    assert report_proc.returncode == 0, report_proc.stdout + report_proc.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["chosen"]["passes"][:2] == ["OnnxConversion (Olive)", "OnnxFloat16 (olive-fp16)"]

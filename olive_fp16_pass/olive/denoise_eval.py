@@ -92,6 +92,37 @@ class BoundRunner:
         return times
 
 
+class TorchRunner:
+    """The PyTorch input model, so a workflow that starts from PyTorch gets its float32 baseline measured."""
+
+    def __init__(self, model, provider: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = "cuda" if provider == "CUDAExecutionProvider" and torch.cuda.is_available() else "cpu"
+        if provider == "CUDAExecutionProvider" and self.device != "cuda":
+            raise ProviderFallbackError(f"refusing to report figures for {provider}: torch has no usable CUDA device")
+        self.module = model.load_model().to(self.device).eval()
+        self.providers = [f"torch-{self.device}"]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            return self.module(self.torch.from_numpy(x).to(self.device)).cpu().numpy().astype(np.float32)
+
+    def latency_ms(self, x: np.ndarray, warmup: int, repeat: int) -> list[float]:
+        tensor = self.torch.from_numpy(x).to(self.device)
+        times = []
+        with self.torch.no_grad():
+            for i in range(warmup + repeat):
+                start = time.perf_counter()
+                self.module(tensor)
+                if self.device == "cuda":
+                    self.torch.cuda.synchronize()
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1000)
+        return times
+
+
 def accuracy_outputs(runner: BoundRunner, model_path: str, noisy: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
     """Outputs to judge accuracy by. On the CPU EP a float16 graph runs in float32 behind Casts and hides
     overflow, so there the float16 storage is emulated (DESIGN.md §5); on a GPU provider the real outputs count."""
@@ -128,8 +159,12 @@ def evaluate_denoiser(
     reference_path = Path(reference_model) if reference_model else FP32_MODEL
     clean, noisy = eval_images(image_size, sigma, seed)
     reference = reference_outputs(noisy, (str(reference_path), image_size, sigma, seed), reference_path)
-    runner = BoundRunner(str(model.model_path), provider)
-    outputs, accuracy_backend = accuracy_outputs(runner, str(model.model_path), noisy)
+    if type(model).__name__ == "PyTorchModelHandler":  # the FP32 baseline of denoise_from_pytorch.json
+        runner = TorchRunner(model, provider)
+        outputs, accuracy_backend = [runner.run(x) for x in noisy], f"PyTorch float32 on {runner.providers[0]}"
+    else:
+        runner = BoundRunner(str(model.model_path), provider)
+        outputs, accuracy_backend = accuracy_outputs(runner, str(model.model_path), noisy)
     per_image = [
         fidelity(out, ref) | task_quality(out, c) for out, ref, c in zip(outputs, reference, clean, strict=True)
     ]
@@ -157,13 +192,15 @@ def evaluate_denoiser(
         "provider_requested": provider,
         "accuracy_backend": accuracy_backend,
         "providers_used": runner.providers,
-        "device_label": "GPU (CUDA)" if runner.providers[0] == "CUDAExecutionProvider" else "CPU",
+        "device_label": "GPU (CUDA)" if runner.providers[0] in ("CUDAExecutionProvider", "torch-cuda") else "CPU",
         "image_size": image_size,
         "sigma": sigma,
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
         "versions": {"onnxruntime": ort.__version__, "numpy": np.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+    if type(model).__name__ == "PyTorchModelHandler":
+        return result
     model_file = Path(model.model_path)
     model_file.with_suffix(".eval.json").write_text(json.dumps(sidecar, indent=2, default=float))
     np.save(model_file.with_suffix(".eval.npy"), outputs[0])

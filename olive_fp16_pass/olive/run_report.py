@@ -27,6 +27,7 @@ PASS_NAMES = {
     "onnxautomixedprecision": "OnnxAutoMixedPrecision (olive-fp16)",
     "onnxfloattofloat16": "OnnxFloatToFloat16 (Olive)",
     "onnxiodatatypeconverter": "OnnxIODataTypeConverter (Olive)",
+    "onnxconversion": "OnnxConversion (Olive)",
 }
 
 
