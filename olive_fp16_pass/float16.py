@@ -151,10 +151,21 @@ def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions
             "no float32 tensor was converted: the model is unchanged"
             + (" (it already holds float16 tensors)" if not has_fp16 and _has_float16(index, types) else "")
         )
+    problem = _runtime_problem(ir_model)
+    if problem:
+        report.warnings.append(f"{problem}; the converted model keeps the input's IR version and opset")
     report.seconds = time.perf_counter() - start
     if converted_proto is not None:
         return ConversionResult(None, report, external, converted_proto)
     return ConversionResult(ir_model, report, external)
+
+
+def _runtime_problem(model: ir.Model) -> str | None:
+    try:
+        from olive_fp16_pass.runtime import onnxruntime_load_problem
+    except ImportError:  # converting needs no onnxruntime
+        return None
+    return onnxruntime_load_problem(model.ir_version, model.opset_imports.get("", 1))
 
 
 def _has_float16(index: GraphIndex, types: element_types.ElementTypes) -> bool:

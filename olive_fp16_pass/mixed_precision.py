@@ -37,7 +37,13 @@ from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_op
 from olive_fp16_pass.fusion_units import fusion_units
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import Precision, Rule
-from olive_fp16_pass.runtime import SessionFactory, ValidationBackend, choose_backend, run_session
+from olive_fp16_pass.runtime import (
+    SessionFactory,
+    ValidationBackend,
+    choose_backend,
+    onnxruntime_load_problem,
+    run_session,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -395,6 +401,12 @@ def auto_mixed_precision(
         from olive_fp16_pass.model_io import load_model_file
 
         proto = ir.serde.serialize_model(load_model_file(model)[0])
+    problem = onnxruntime_load_problem(
+        proto.ir_version, next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    )
+    if problem:
+        source = model if not isinstance(model, onnx.ModelProto) else "model"
+        raise Float16Error(f"{source}: {problem}; the search needs onnxruntime sessions")
     unknown = sorted(set(criteria.per_output) - {o.name for o in proto.graph.output})
     if unknown:
         raise Float16Error(f"per_output: {unknown} are not outputs of the model")

@@ -146,3 +146,27 @@ def run_session(session: ort.InferenceSession, feed: dict[str, np.ndarray], outp
             array = array.astype(np.float32)
         typed[arg.name] = array
     return session.run(outputs, typed)
+
+
+@functools.cache
+def onnxruntime_load_problem(ir_version: int, opset: int) -> str | None:
+    """Why this onnxruntime cannot load models of this IR version / default opset, or None if it can.
+
+    onnxruntime exposes no maximum; a tiny probe model with the same versions answers it exactly.
+    """
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [x],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)], ir_version=ir_version)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"onnxruntime {ort.__version__} cannot load IR version {ir_version} / opset {opset}: {first}"
+    return None

@@ -143,3 +143,37 @@ def test_output_folder_cannot_be_created():
 def test_output_path_is_a_directory(tmp_path):
     with pytest.raises(OptionError, match="is a directory, expected a file name"):
         fp16.convert_float16(_model()).save(tmp_path)
+
+
+def test_opset_onnxruntime_cannot_load():
+    model = _model()
+    model.opset_import[0].version = 30  # newer than any onnxruntime release supports
+    result = fp16.convert_float16(model)
+    assert any("cannot load IR version 10 / opset 30" in w for w in result.report.warnings)
+    assert result.model.opset_import[0].version == 30  # kept, never changed
+    with pytest.raises(fp16.Float16Error, match=r"^model: onnxruntime .* cannot load IR version 10 / opset 30"):
+        fp16.auto_mixed_precision(model, [{"x": np.ones((2, 3), np.float32)}], progress=False)
+
+
+def test_amp_on_a_path_names_the_file(tmp_path):
+    model = _model()
+    model.opset_import[0].version = 30
+    path = tmp_path / "future.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(fp16.Float16Error, match="future.onnx"):
+        fp16.auto_mixed_precision(path, [{"x": np.ones((2, 3), np.float32)}], progress=False)
+
+
+def test_conversion_is_deterministic(tmp_path):
+    from tests.test_cast_count import random_mixed_graph
+
+    model = random_mixed_graph(3)
+    blocked = [f"n{i}" for i in range(0, 80, 4)]
+    a = fp16.convert_float16(model, node_block_list=blocked).model.SerializeToString()
+    b = fp16.convert_float16(model, node_block_list=blocked).model.SerializeToString()
+    assert a == b
+    source = tmp_path / "m.onnx"
+    onnx.save(model, source)
+    fp16.convert_float16(source, node_block_list=blocked).save(tmp_path / "one.onnx")
+    fp16.convert_float16(source, node_block_list=blocked).save(tmp_path / "two.onnx")
+    assert (tmp_path / "one.onnx").read_bytes() == (tmp_path / "two.onnx").read_bytes()

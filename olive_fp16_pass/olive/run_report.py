@@ -106,7 +106,7 @@ def build_report(output_dir: Path) -> dict[str, Any]:
                 "pareto_front": bool(node.get("is_pareto_frontier")),
                 "providers_used": sidecar.get("providers_used"),
                 "device_label": sidecar.get("device_label", "unknown"),
-            "accuracy_backend": sidecar.get("accuracy_backend"),
+                "accuracy_backend": sidecar.get("accuracy_backend"),
                 "model_path": str(path) if path else None,
                 "eval_outputs": str(path.with_suffix(".eval.npy")) if path else None,
                 "precision": _precision_report(footprint, model_id),
