@@ -34,6 +34,27 @@ ORT_FLOAT32_INPUTS: dict[tuple[str, str], frozenset[int]] = {
 }
 
 
+# Ops onnxruntime has no float16 kernel for AND whose ONNX function body (ORT's fallback) uses float32
+# constants, so a float16 input makes the session fail: "Type parameter (T) of Optype (Add) bound to different
+# types" (found by bench/conformance.py on test_mvn; onnxconverter-common and ORT's converter fail it too).
+ORT_NO_FP16_KERNEL: frozenset[tuple[str, str]] = frozenset({("", "MeanVarianceNormalization")})
+
+
+def _float_tensor_attributes(node: ir.Node) -> list[str]:
+    """Tensor attributes holding float32 data (TreeEnsemble's nodes_splits...): they must match the input type."""
+    names = []
+    for name, attr in node.attributes.items():
+        if attr.type == ir.AttributeType.TENSOR:
+            tensors = [attr.value] if attr.value is not None else []
+        elif attr.type == ir.AttributeType.TENSORS:
+            tensors = list(attr.value)
+        else:
+            continue
+        if any(t.dtype == ir.DataType.FLOAT for t in tensors):
+            names.append(name)
+    return names
+
+
 def is_free(node: ir.Node) -> bool:
     return node.op_type in FREE_OPS and node.domain in ("", "ai.onnx")
 
@@ -155,6 +176,17 @@ def classify(model: ir.Model, index: GraphIndex, types: ElementTypes, options: C
             decide(Precision.FP32, forced[0], forced[1])
             continue
         domain = "" if node.domain == "ai.onnx" else node.domain
+        if (domain, node.op_type) in ORT_NO_FP16_KERNEL:
+            decide(Precision.FP32, Rule.NO_FP16_KERNEL, f"onnxruntime has no float16 kernel for {node.op_type}")
+            continue
+        tensor_attrs = _float_tensor_attributes(node) if node.attributes else []
+        if tensor_attrs:
+            decide(
+                Precision.FP32,
+                Rule.FLOAT_TENSOR_ATTRIBUTE,
+                f"float32 tensor attributes {', '.join(tensor_attrs)} must keep the type of the inputs",
+            )
+            continue
         kept_float = ORT_FLOAT32_INPUTS.get((domain, node.op_type), frozenset())
         in16 = frozenset(
             i

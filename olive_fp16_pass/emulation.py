@@ -89,7 +89,7 @@ def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
         elif node.op_type in _DTYPE_ATTR_OPS and "dtype" in node.attributes and node.attributes["dtype"].value == F16:
             node.attributes["dtype"] = ir.AttrInt64("dtype", F32)
         for out in node.outputs:
-            if types.get(out) == F16:
+            if out.name and types.get(out) == F16:  # an omitted optional output ('') cannot be read
                 if out.type is not None:
                     out.type = ir.TensorType(F32)
                 round_after(out, node.graph, node)
@@ -97,4 +97,6 @@ def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
         for value in graph.outputs:
             if value.type is not None and value.dtype == F16:
                 value.type = ir.TensorType(F32)
+    if "" not in ir_model.opset_imports and "ai.onnx" not in ir_model.opset_imports:
+        ir_model.opset_imports[""] = 13  # the rounding Casts need the default domain
     return ir.serde.serialize_model(ir_model)

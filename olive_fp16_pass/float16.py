@@ -125,6 +125,10 @@ def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions
         apply = apply_emulation if emulate else apply_plan
         stats = apply(ir_model, index, types, classified, options)
 
+    if stats.casts_inserted and _add_default_opset(ir_model, converted_proto):
+        added_note = f"added an opset import for the default domain (version {CAST_OPSET}) for the inserted Casts"
+    else:
+        added_note = None
     report = ConversionReport(
         decisions=list(classified.plan.decisions.values()),
         casts_inserted=stats.casts_inserted,
@@ -151,6 +155,8 @@ def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions
             "no float32 tensor was converted: the model is unchanged"
             + (" (it already holds float16 tensors)" if not has_fp16 and _has_float16(index, types) else "")
         )
+    if added_note:
+        report.notes.append(added_note)
     problem = _runtime_problem(ir_model)
     if problem:
         report.warnings.append(f"{problem}; the converted model keeps the input's IR version and opset")
@@ -158,6 +164,22 @@ def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions
     if converted_proto is not None:
         return ConversionResult(None, report, external, converted_proto)
     return ConversionResult(ir_model, report, external)
+
+
+# Casts need the default ONNX domain; a model importing only other domains (ai.onnx.ml) gets this version.
+CAST_OPSET = 13
+
+
+def _add_default_opset(ir_model: ir.Model, proto: onnx.ModelProto | None) -> bool:
+    if proto is not None:
+        if any(o.domain in ("", "ai.onnx") for o in proto.opset_import):
+            return False
+        proto.opset_import.append(onnx.helper.make_opsetid("", CAST_OPSET))
+        return True
+    if "" in ir_model.opset_imports or "ai.onnx" in ir_model.opset_imports:
+        return False
+    ir_model.opset_imports[""] = CAST_OPSET
+    return True
 
 
 def _runtime_problem(model: ir.Model) -> str | None:

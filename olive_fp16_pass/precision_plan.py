@@ -27,6 +27,8 @@ class Rule(str, Enum):
     WEIGHT_UNDERFLOW = "weight_underflow"
     WEIGHT_CLAMPED = "weight_clamped"
     NO_FP16_IN_SCHEMA = "no_fp16_in_schema"
+    NO_FP16_KERNEL = "no_fp16_kernel_in_onnxruntime"
+    FLOAT_TENSOR_ATTRIBUTE = "float_tensor_attribute"
     UNKNOWN_OP = "unknown_op"
     UNKNOWN_TYPE = "unknown_type"
     NON_TENSOR_TYPE = "non_tensor_type"

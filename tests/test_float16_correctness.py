@@ -445,3 +445,71 @@ def test_node_block_list_regex_and_unmatched_warning():
     assert {d.node for d in result.report.fp32_nodes} == {"mm1", "mm2"}
     assert result.report.warnings == ["node_block_list: 'no_such_node' matches no node name in the model"]
     check_converted(model, result.model)
+
+
+def test_mean_variance_normalization_stays_fp32():
+    """ORT has no fp16 MVN kernel and its function body uses float32 constants (found by bench/conformance.py)."""
+    model = make_model(
+        [helper.make_node("MeanVarianceNormalization", ["x"], ["y"], name="mvn")],
+        [vi("x", F, [1, 2, 3, 3])],
+        [vi("y", F, [1, 2, 3, 3])],
+    )
+    result = fp16.convert_float16(model)
+    assert [d.rule.value for d in result.report.fp32_nodes] == ["no_fp16_kernel_in_onnxruntime"]
+    # onnx's full check fails on the original too (its MVN function body trips shape inference): plain check.
+    onnx.checker.check_model(result.model)
+    feed = {"x": np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)}
+    np.testing.assert_allclose(run(result.model, feed)[0], run(model, feed)[0], atol=2e-2)
+
+
+def test_model_without_default_domain_gets_an_opset_for_its_casts():
+    """A model importing only ai.onnx.ml: inserted Casts need an opset import for the default domain."""
+    graph = helper.make_graph(
+        [helper.make_node("Normalizer", ["x"], ["y"], domain="ai.onnx.ml", norm="MAX", name="norm")],
+        "g",
+        [vi("x", F, [2, 3])],
+        [vi("y", F, [2, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 3)], ir_version=10)
+    result = fp16.convert_float16(model)  # fp16 I/O around a float32-only op: two Casts
+    assert result.report.casts_inserted == 2
+    assert {(o.domain, o.version) for o in result.model.opset_import} == {("ai.onnx.ml", 3), ("", 13)}
+    assert any("added an opset import for the default domain" in n for n in result.report.notes)
+    onnx.checker.check_model(result.model, full_check=True)
+    out = run(result.model, {"x": np.array([[1, -2, 4], [3, 0, -1]], np.float32)})[0]
+    np.testing.assert_allclose(out, [[0.25, -0.5, 1], [1, 0, -1 / 3]], atol=1e-3)
+
+
+def test_float_tensor_attributes_keep_node_fp32():
+    model = make_model(
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="relu"),
+            helper.make_node(
+                "TreeEnsemble",
+                ["r"],
+                ["y"],
+                domain="ai.onnx.ml",
+                name="trees",
+                aggregate_function=1,
+                leaf_targetids=[0, 0],
+                leaf_weights=helper.make_tensor("w", F, [2], [1.0, 2.0]),
+                nodes_falseleafs=[1],
+                nodes_falsenodeids=[1],
+                nodes_featureids=[0],
+                nodes_modes=helper.make_tensor("m", TensorProto.UINT8, [1], [0]),
+                nodes_splits=helper.make_tensor("s", F, [1], [0.5]),
+                nodes_trueleafs=[1],
+                nodes_truenodeids=[0],
+                n_targets=1,
+                post_transform=0,
+                tree_roots=[0],
+            ),
+        ],
+        [vi("x", F, [2, 1])],
+        [vi("y", F, [2, 1])],
+        extra_opsets=[("ai.onnx.ml", 5)],
+        opset=21,
+    )
+    result = fp16.convert_float16(model)
+    assert {d.node: d.rule.value for d in result.report.fp32_nodes} == {"trees": "float_tensor_attribute"}
+    onnx.checker.check_model(result.model, full_check=True)
