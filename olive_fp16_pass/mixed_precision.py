@@ -44,10 +44,19 @@ from olive_fp16_pass.runtime import (
     onnxruntime_load_problem,
     run_session,
 )
+from olive_fp16_pass.switchable import GATES, SwitchableEmulation
 
 logger = logging.getLogger(__name__)
 
 Feed = Mapping[str, np.ndarray]
+
+
+RANKING_SAMPLES = 4  # feeds used to rank nodes by the error they add
+
+
+def _as_float32(value) -> np.ndarray:
+    array = np.asarray(value)
+    return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
 
 
 # A node whose inputs are this many times larger than its output cancels them (x + c - c): its accuracy
@@ -151,6 +160,7 @@ class _Search:
         self.overflow_margin = overflow_margin
         self.sessions = SessionFactory(backend)
         self.output_names = [o.name for o in proto.graph.output]
+        self.float_names = _float_tensor_names(proto)
         self.tried = 0
         self.history: list[dict] = []
         self.refine_budget = refine_budget
@@ -181,20 +191,32 @@ class _Search:
             for feed in feeds
         ]
 
-    def validate(self, forced, feeds, reference, stage: str) -> Candidate:
+    def switch(self) -> None:
+        """Build the one emulation model/session every candidate is validated with (emulated backend)."""
+        self.switchable = SwitchableEmulation(self.proto, expose=self.float_names)
+        self.switch_session = self.sessions.session(self.switchable.model, emulation=True)
+
+    def run_switch(self, forced, feeds, names: list[str]):
+        gates, classified = self.switchable.gates(self.options(forced))
+        runs = [run_session(self.switch_session, {**feed, GATES: gates}, names) for feed in feeds]
+        return runs, classified
+
+    def validate(self, forced, feeds, reference, stage: str, *, load_check: bool = True) -> Candidate:
+        """Accuracy on `feeds`; with the emulated backend a passing candidate must also load for real (ORT's
+        fusions included) when `load_check` is set."""
         self.tried += 1
         self.bar.update(1)
         start = time.perf_counter()
         try:
             if self.backend.emulated:
-                model = self.build(forced, emulate=True).model
-                outputs = self.outputs(model, feeds, emulation=True)
+                runs, _ = self.run_switch(forced, feeds, self.output_names)
+                outputs = [[_as_float32(o) for o in run] for run in runs]
             else:
                 model = self.build(forced, emulate=False).model
                 outputs = self.outputs(model, feeds, emulation=False)
             errors = compare_outputs(self.output_names, reference, outputs, self.criteria)
             failures = self.criteria.check(errors)
-            if not failures and self.backend.emulated:
+            if not failures and self.backend.emulated and load_check:
                 failures = self.load_check(forced, feeds[:1])
         except Float16Error:
             raise
@@ -214,16 +236,17 @@ class _Search:
 
     def load_check(self, forced, feeds) -> list[str]:
         """The real mixed model must load and run with ORT's optimizations on (fusions included)."""
-        model = self.build(forced, emulate=False).model
-        session = self.sessions.session(model, emulation=False) if not self.backend.emulated else None
-        if session is None:
-            import onnxruntime as ort
+        import onnxruntime as ort
 
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
+        model = self.build(forced, emulate=False).model
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.sessions.created += 1
+        try:
             session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-            self.sessions.created += 1
-        outputs = run_session(session, feeds[0])
+            outputs = run_session(session, feeds[0])
+        except Exception as exc:
+            return [f"candidate failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"]
         bad = [
             n
             for n, o in zip(self.output_names, outputs, strict=True)
@@ -235,16 +258,19 @@ class _Search:
 
     # -- the stages ------------------------------------------------------------------------------------------
     def reference_and_ranges(self):
-        names = _float_tensor_names(self.proto)
+        names = self.float_names
         exposed = _expose(self.proto, names)
         session = self.sessions.session(exposed, emulation=True)  # float32, optimizations off: exact tensors
         all_names = [o.name for o in session.get_outputs()]
         abs_max: dict[str, float] = {}
         reference = []
-        for feed in self.feeds:
+        self.reference_tensors: list[dict[str, np.ndarray]] = []
+        for k, feed in enumerate(self.feeds):
             values = run_session(session, feed)
             by_name = dict(zip(all_names, values, strict=True))
             reference.append([np.asarray(by_name[n]) for n in self.output_names])
+            if k < RANKING_SAMPLES:
+                self.reference_tensors.append({n: np.asarray(by_name[n]) for n in names})
             for name in names:
                 array = np.asarray(by_name[name])
                 if array.size and np.issubdtype(array.dtype, np.floating):
@@ -287,30 +313,35 @@ class _Search:
         loses its accuracy when those inputs are stored in float16, not in its own arithmetic, so it moves
         together with the producers of those inputs.
         """
-        emulated = self.build(forced, emulate=True)
-        proto = emulated.model
-        # The rounded copy of each original tensor: Cast(to=FLOAT16) -> Cast(to=FLOAT) pairs after it.
-        half_of = {n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "Cast" and n.attribute[0].i == 10}
-        rounded = {n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "Cast" and n.attribute[0].i == 1}
-        names = _float_tensor_names(self.proto)
-        view = {name: rounded.get(half_of.get(name, ""), name) for name in names}
-        ref_session = self.sessions.session(_expose(self.proto, names), emulation=True)
-        cand_session = self.sessions.session(_expose(proto, view.values()), emulation=True)
-        samples = self.feeds[: min(len(self.feeds), 4)]
+        names = self.float_names
+        samples = self.feeds[: len(self.reference_tensors)]
+        if self.backend.emulated:
+            runs, classified = self.run_switch(forced, samples, names)
+            decisions = classified.plan.decisions.values()
+        else:  # a real provider validates, but ranking is a heuristic: emulate it on the CPU
+            emulated = self.build(forced, emulate=True)
+            decisions = emulated.report.decisions
+            proto = emulated.model
+            half_of = {
+                n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "Cast" and n.attribute[0].i == 10
+            }
+            rounded = {
+                n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "Cast" and n.attribute[0].i == 1
+            }
+            view = [rounded.get(half_of.get(name, ""), name) for name in names]
+            cand_session = self.sessions.session(_expose(proto, view), emulation=True)
+            runs = [run_session(cand_session, feed, view) for feed in samples]
         error = dict.fromkeys(names, 0.0)
         magnitude = dict.fromkeys(names, 0.0)
-        for feed in samples:
-            ref = dict(zip(names, run_session(ref_session, feed, names), strict=True))
-            for name in names:
-                array = np.asarray(ref[name], np.float64)
-                magnitude[name] += float(np.mean(np.abs(array))) if array.size else 0.0
-            cand = dict(zip(names, run_session(cand_session, feed, [view[n] for n in names]), strict=True))
+        for ref, run in zip(self.reference_tensors, runs, strict=True):
+            cand = dict(zip(names, run, strict=True))
             for name in names:
                 r, c = np.asarray(ref[name], np.float64), np.asarray(cand[name], np.float64)
+                magnitude[name] += float(np.mean(np.abs(r))) if r.size else 0.0
                 with np.errstate(invalid="ignore", over="ignore"):
                     e = float(np.mean(np.abs(c - r)) / (np.mean(np.abs(r)) + 1e-6)) if r.size else 0.0
                 error[name] += e if math.isfinite(e) else math.inf
-        fp16_labels = {d.node for d in emulated.report.decisions if d.precision is Precision.FP16}
+        fp16_labels = {d.node for d in decisions if d.precision is Precision.FP16}
         scores = []
         for position, (node, label) in enumerate(zip(self.proto.graph.node, labels, strict=True)):
             if label not in fp16_labels:
@@ -367,7 +398,7 @@ def auto_mixed_precision(
     node_include_list: list[str] | None = None,
     holdout_fraction: float = 0.25,
     overflow_margin: float = 2.0,
-    refine_budget: int = 8,
+    refine_budget: int = 64,
     on_failure: str = "fp32",
     progress: bool = True,
 ) -> ConversionResult:
@@ -423,7 +454,7 @@ def auto_mixed_precision(
     holdout_errors = None
     holdout_failures: list[str] = []
     if holdout:
-        check = search.validate(final.forced, holdout, search.holdout_reference, "holdout")
+        check = search.validate(final.forced, holdout, search.holdout_reference, "holdout", load_check=False)
         holdout_errors, holdout_failures = check.errors, check.failures
     if not final.passed and on_failure == "raise":
         raise CriteriaNotMetError(
@@ -460,6 +491,8 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
     notes: list[str] = []
     labels = _main_labels(search.proto)
     reference, search.holdout_reference, abs_max = search.reference_and_ranges()
+    if search.backend.emulated:
+        search.switch()
     label_position = {label: i for i, label in enumerate(labels)}
     fused: dict[str, set[str]] = {}
     for unit in fusion_units(search.proto.graph, labels):
@@ -473,7 +506,7 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
     first = search.validate(rules, search.feeds, reference, "range rules")
     if first.passed:
         notes.append("the candidate after range rules met the criteria at its first validation")
-        return first, notes
+        return _refine(search, first, reference), notes
 
     ranked, cancellation = search.rank(rules, labels)
     rank_of = {label: i for i, label in enumerate(ranked)}
@@ -494,25 +527,41 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
         return forced
 
     results: dict[int, Candidate] = {}
+    n = len(ranked)
 
     def check(k: int) -> Candidate:
-        if k not in results:
-            results[k] = search.validate(forced_for(ranked[:k]), search.feeds, reference, f"prefix {k}")
+        if k not in results:  # accuracy only: the load check waits until a prefix is chosen
+            results[k] = search.validate(
+                forced_for(ranked[:k]), search.feeds, reference, f"prefix {k}", load_check=False
+            )
         return results[k]
 
-    n = len(ranked)
-    lo, hi = 0, None
-    k = 1
-    while k < n:
-        if check(k).passed:
-            hi = k
-            break
-        lo = k
-        k *= 2
-    if hi is None:
-        if n and check(n).passed:
-            hi = n
-        else:
+    def smallest_passing(lo: int) -> int | None:
+        """Shortest passing prefix above `lo` (known to fail): exponential steps, then bisection."""
+        hi, step, k = None, 1, lo + 1
+        while k < n:
+            if check(k).passed:
+                hi = k
+                break
+            lo, step = k, step * 2
+            k = lo + step
+        if hi is None:
+            if n > lo and check(n).passed:
+                hi = n
+            else:
+                return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if check(mid).passed:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    lo = 0
+    while True:
+        hi = smallest_passing(lo)
+        if hi is None:
             everything = dict(forced_for(ranked))
             for label in labels:
                 everything.setdefault(label, (Rule.ACCURACY, "criteria not met with any float16 node"))
@@ -522,33 +571,42 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
                 + (" (inputs/outputs are float16: try keep_io_types=True)" if not search.base.keep_io_types else "")
             )
             return last, notes
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if check(mid).passed:
-            hi = mid
-        else:
-            lo = mid
-    best_prefix = ranked[:hi]
-    best = check(hi)
+        problems = search.load_check(results[hi].forced, search.feeds[:1]) if search.backend.emulated else []
+        if not problems:
+            return _refine(search, results[hi], reference), notes
+        search.history.append({"stage": f"prefix {hi} load check", "passed": False, "failures": problems[:3]})
+        results[hi] = Candidate(results[hi].forced, False, problems, results[hi].errors)
+        lo = hi
 
-    # Give back to float16 the prefix nodes that were not needed: most of the prefix ranks above the
-    # critical node only by its error estimate. Halving chunks, least suspicious first, within a budget.
-    kept = list(best_prefix[:-1])
-    chunk = max(1, len(kept) // 2)
+
+def _refine(search: _Search, best: Candidate, reference) -> Candidate:
+    """Give back to float16, one at a time, forced nodes that were not needed; least suspicious first.
+
+    A prefix ranks above the critical node only by an error estimate, and a fusion unit moved as a whole may
+    not need all its members. With the emulated backend each try is a run of the one gated session, so
+    this costs no session; the refined candidate is load-checked once, and dropped if it fails to load.
+    """
+    forced = dict(best.forced)
+    accuracy = [m for m, (rule, _) in forced.items() if rule is Rule.ACCURACY]
+    fused = [m for m, (_, detail) in forced.items() if detail.startswith("fused with")]
     budget = search.refine_budget
-    while kept and budget > 0 and chunk >= 1:
-        trial_removed = kept[-chunk:]
-        trial_prefix = [label for label in best_prefix if label not in set(trial_removed)]
-        candidate = search.validate(forced_for(trial_prefix), search.feeds, reference, f"refine -{chunk}")
+    refined = best
+    for member in [*reversed(accuracy), *reversed(fused)]:
+        if budget <= 0:
+            break
         budget -= 1
+        trial = {m: v for m, v in forced.items() if m != member}
+        candidate = search.validate(trial, search.feeds, reference, f"refine -{member}", load_check=False)
         if candidate.passed:
-            best, best_prefix = candidate, trial_prefix
-            kept = kept[:-chunk]
-        else:
-            if chunk == 1:
-                kept = kept[:-1]
-            chunk = max(1, chunk // 2) if chunk > 1 else chunk
-    return best, notes
+            forced, refined = trial, candidate
+    if refined is best:
+        return best
+    if search.backend.emulated:
+        problems = search.load_check(refined.forced, search.feeds[:1])
+        if problems:
+            search.history.append({"stage": "refined load check", "passed": False, "failures": problems[:3]})
+            return best
+    return refined
 
 
 __all__ = ["CriteriaNotMetError", "auto_mixed_precision", "check_feeds"]

@@ -76,7 +76,7 @@ class OnnxAutoMixedPrecision(Pass):
                 description="Tensors beyond 65504 / margin on validation data keep their nodes in float32.",
             ),
             "refine_budget": PassConfigParam(
-                type_=int, default_value=8, description="Candidates spent giving unneeded float32 nodes back."
+                type_=int, default_value=64, description="Candidates spent giving unneeded float32 nodes back."
             ),
             "on_failure": PassConfigParam(
                 type_=str,

@@ -1,0 +1,158 @@
+"""One emulation session for every candidate of the mixed-precision search.
+
+Each candidate differs only in which tensors are rounded to float16, and for whom. So the search builds one
+float32 model in which every (tensor, consumer) edge reads `Where(gate[e], rounded(tensor), tensor)`, with the
+gates fed as one boolean input: validating a candidate is then a run with another gate vector, not a new
+conversion plus a new session. That is what makes the search ~10x cheaper in sessions than bisection
+(bench/amp_speed.py). The gates of a candidate come from the very same plan/assignment code that converts the
+final model (`convert.assign_precisions`), so the emulation cannot drift from the conversion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from olive_fp16_pass import classify as classify_mod
+from olive_fp16_pass import element_types
+from olive_fp16_pass.convert import F16, F32, _Names, assign_precisions
+from olive_fp16_pass.graph_walk import GraphIndex
+from olive_fp16_pass.options import ConversionOptions
+
+GATES = "olive_fp16_gates"
+
+
+def _edge_key(kind: str, owner, index: int, labels: dict[int, str], graph_paths: dict[int, str]) -> tuple:
+    if kind == "node":
+        return ("node", labels[id(owner)], index)
+    return ("output", graph_paths[id(owner)], index)
+
+
+class SwitchableEmulation:
+    """Float16-storage emulation of any candidate plan of one model, selected at run time by a gate vector."""
+
+    def __init__(self, proto: onnx.ModelProto, expose: list[str] | None = None) -> None:
+        # Analysis copy: classified and assigned for every candidate, never modified.
+        self.analysis = ir.serde.deserialize_model(proto)
+        self.index = GraphIndex(self.analysis)
+        self.types = element_types.infer(self.analysis, self.index)
+        self.graph_paths = self._graph_paths(self.index, self.analysis)
+        # Gated copy: the emulation model itself.
+        model = ir.serde.deserialize_model(proto)
+        index = GraphIndex(model)
+        types = element_types.infer(model, index)
+        paths = self._graph_paths(index, model)
+        names = _Names(index)
+        main = model.graph
+        gates = ir.Value(name=GATES, type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([None]))
+        self.edge_index: dict[tuple, int] = {}
+        first_nodes = {id(g): next(iter(g), None) for g in index.graphs}
+        output_slots: dict[int, list[tuple[ir.Graph, int]]] = {}
+        for graph in index.graphs:
+            for i, value in enumerate(graph.outputs):
+                output_slots.setdefault(id(value), []).append((graph, i))
+        values: list[ir.Value] = []
+        seen: set[int] = set()
+        for graph in index.graphs:
+            for value in (*graph.inputs, *graph.initializers.values()):
+                if id(value) not in seen and types.get(value) == F32:
+                    seen.add(id(value))
+                    values.append(value)
+        for node, _ in index.nodes:
+            for value in node.outputs:
+                if id(value) not in seen and value.name and types.get(value) == F32:
+                    seen.add(id(value))
+                    values.append(value)
+        for value in values:
+            uses = [("node", n, i) for n, i in value.uses()] + [
+                ("output", g, i) for g, i in output_slots.get(id(value), [])
+            ]
+            if not uses:
+                continue
+            rounded = self._rounded(value, names, first_nodes)
+            for kind, owner, i in uses:
+                key = _edge_key(kind, owner, i, index.labels, paths)
+                position = self.edge_index.setdefault(key, len(self.edge_index))
+                where_graph = owner.graph if kind == "node" else owner
+                pick_index = ir.Value(name=names.fresh("gate_index"))
+                position_tensor = ir.AttrTensor("value", ir.tensor(np.int64(position)))
+                idx_node = ir.Node("", "Constant", [], [position_tensor], outputs=[pick_index], name=pick_index.name)
+                gate = ir.Value(name=names.fresh("gate"))
+                gather = ir.Node("", "Gather", [gates, pick_index], outputs=[gate], name=names.fresh("gate"))
+                chosen = ir.Value(name=names.fresh(f"{value.name}_seen"), type=ir.TensorType(F32), shape=value.shape)
+                where = ir.Node("", "Where", [gate, rounded, value], outputs=[chosen], name=names.fresh("gated"))
+                if kind == "node":
+                    where_graph.insert_before(owner, [idx_node, gather, where])
+                    owner.replace_input_with(i, chosen)
+                else:
+                    where_graph.extend([idx_node, gather, where])
+                    owner.outputs[i] = chosen
+        main.inputs.append(gates)
+        extra = [v for v in values if v.name in set(expose or [])]
+        for value in extra:
+            if not value.is_graph_output():
+                main.outputs.append(value)
+        if "" not in model.opset_imports and "ai.onnx" not in model.opset_imports:
+            model.opset_imports[""] = 13
+        self.model = ir.serde.serialize_model(model)
+        self.exposed = [v.name for v in extra]
+
+    @staticmethod
+    def _graph_paths(index: GraphIndex, model: ir.Model) -> dict[int, str]:
+        paths = {id(model.graph): "main"}
+        for node, path in index.nodes:
+            for attr in node.attributes.values():
+                if attr.type == ir.AttributeType.GRAPH:
+                    paths[id(attr.value)] = f"{path}/{index.labels[id(node)]}/{attr.name}"
+                elif attr.type == ir.AttributeType.GRAPHS:
+                    for k, sub in enumerate(attr.value):
+                        paths[id(sub)] = f"{path}/{index.labels[id(node)]}/{attr.name}[{k}]"
+        return paths
+
+    @staticmethod
+    def _rounded(value: ir.Value, names: _Names, first_nodes: dict) -> ir.Value:
+        """The float16-rounded copy of `value`: an initializer of its own for constants, else two Casts."""
+        base = value.name or "tensor"
+        if value.is_initializer() and value.producer() is None and value.const_value is not None:
+            with np.errstate(over="ignore"):
+                data = value.const_value.numpy().astype(np.float16).astype(np.float32)
+            rounded = ir.Value(
+                name=names.fresh(f"{base}_r"), type=ir.TensorType(F32), shape=value.shape, const_value=ir.Tensor(data)
+            )
+            value.graph.register_initializer(rounded)
+            return rounded
+        half = ir.Value(name=names.fresh(f"{base}_h"), type=ir.TensorType(F16), shape=value.shape)
+        back = ir.Value(name=names.fresh(f"{base}_r"), type=ir.TensorType(F32), shape=value.shape)
+        down = ir.Node("", "Cast", [value], [ir.AttrInt64("to", F16)], outputs=[half], name=names.fresh(f"{base}_r16"))
+        up = ir.Node("", "Cast", [half], [ir.AttrInt64("to", F32)], outputs=[back], name=names.fresh(f"{base}_r32"))
+        producer = value.producer()
+        if producer is not None:
+            producer.graph.insert_after(producer, [down, up])
+        else:
+            graph = value.graph
+            first = first_nodes.get(id(graph))
+            if first is None:
+                graph.extend([down, up])
+            else:
+                graph.insert_before(first, [down, up])
+        return back
+
+    def gates(self, options: ConversionOptions) -> tuple[np.ndarray, classify_mod.ClassifyResult]:
+        """The gate vector of the candidate that `options` describe (and its classification, for reports)."""
+        node_names = {node.name for node, _ in self.index.nodes if node.name}
+        for patterns in (options.node_blocks, options.node_includes):
+            patterns.bind(node_names)
+        classified = classify_mod.classify(self.analysis, self.index, self.types, options)
+        assignment = assign_precisions(self.analysis, self.index, self.types, classified, options)
+        gates = np.zeros(len(self.edge_index), np.bool_)
+        for value in assignment.float_values:
+            if self.types.get(value) != F32 or not value.name:
+                continue
+            stored16 = assignment.assigned[id(value)] == F16
+            for (kind, owner, i), want in assignment.uses_with_wants(value):
+                key = _edge_key(kind, owner, i, self.index.labels, self.graph_paths)
+                position = self.edge_index.get(key)
+                if position is not None:
+                    gates[position] = stored16 or want == F16
+        return gates, classified
