@@ -30,7 +30,7 @@ import onnx
 import onnx_ir as ir
 from tqdm.auto import tqdm
 
-from olive_fp16_pass.classify import FP16_MAX, FP16_MIN_NORMAL
+from olive_fp16_pass.classify import FP16_MAX, FP16_UNDERFLOW
 from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options
@@ -298,10 +298,10 @@ class _Search:
                         f"(float16 max {FP16_MAX:g} / margin {self.overflow_margin:g})",
                     )
                     break
-                if 0 < peak < FP16_MIN_NORMAL and name in node.output:
+                if 0 < peak < FP16_UNDERFLOW and name in node.output:
                     forced[label] = (
                         Rule.ACTIVATION_UNDERFLOW,
-                        f"tensor '{name}' stays below {peak:.3g} on validation data: all subnormal in float16",
+                        f"tensor '{name}' stays below {peak:.3g} on validation data: float16 would lose over 1% of it",
                     )
                     break
         return forced
@@ -476,7 +476,7 @@ def auto_mixed_precision(
         "validation_samples": len(feeds),
         "holdout_samples": len(holdout),
         "candidates_tried": search.tried,
-        "sessions_created": search.sessions.created,
+        "sessions_created": search.sessions.created + 1,  # + the IR/opset probe of onnxruntime_load_problem
         "seconds": round(time.perf_counter() - start, 3),
         "validation_errors": {k: v.to_dict() for k, v in (final.errors or {}).items()},
         "holdout_errors": {k: v.to_dict() for k, v in (holdout_errors or {}).items()},
