@@ -45,6 +45,7 @@ class _Names:
 
     def __init__(self, index: GraphIndex) -> None:
         self.used: set[str] = set()
+        self._next: dict[str, int] = {}  # per base, the next suffix to try: O(1) for bases used thousands of times
         for graph in index.graphs:
             self.used.update(v.name for v in (*graph.inputs, *graph.outputs, *graph.initializers.values()) if v.name)
             for node in graph:
@@ -53,10 +54,13 @@ class _Names:
                 self.used.update(v.name for v in node.outputs if v.name)
 
     def fresh(self, base: str) -> str:
-        name, k = base, 0
+        name, k = base, self._next.get(base, 0)
+        if k:
+            name = f"{base}_{k}"
         while name in self.used:
             k += 1
             name = f"{base}_{k}"
+        self._next[base] = k + 1
         self.used.add(name)
         return name
 

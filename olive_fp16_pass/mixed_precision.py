@@ -41,7 +41,6 @@ from olive_fp16_pass.runtime import (
     SessionFactory,
     ValidationBackend,
     choose_backend,
-    onnxruntime_load_problem,
     run_session,
 )
 from olive_fp16_pass.switchable import GATES, SwitchableEmulation
@@ -260,7 +259,17 @@ class _Search:
     def reference_and_ranges(self):
         names = self.float_names
         exposed = _expose(self.proto, names)
-        session = self.sessions.session(exposed, emulation=True)  # float32, optimizations off: exact tensors
+        try:
+            session = self.sessions.session(exposed, emulation=True)  # float32, optimizations off: exact tensors
+        except Exception as exc:  # the first session: an IR version or opset this onnxruntime cannot load
+            import onnxruntime as ort
+
+            opset = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), None)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise Float16Error(
+                f"{self.source}: onnxruntime {ort.__version__} cannot load IR version {self.proto.ir_version} / "
+                f"opset {opset}: {first}; the search needs onnxruntime sessions"
+            ) from exc
         all_names = [o.name for o in session.get_outputs()]
         abs_max: dict[str, float] = {}
         reference = []
@@ -432,12 +441,6 @@ def auto_mixed_precision(
         from olive_fp16_pass.model_io import load_model_file
 
         proto = ir.serde.serialize_model(load_model_file(model)[0])
-    problem = onnxruntime_load_problem(
-        proto.ir_version, next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-    )
-    if problem:
-        source = model if not isinstance(model, onnx.ModelProto) else "model"
-        raise Float16Error(f"{source}: {problem}; the search needs onnxruntime sessions")
     unknown = sorted(set(criteria.per_output) - {o.name for o in proto.graph.output})
     if unknown:
         raise Float16Error(f"per_output: {unknown} are not outputs of the model")
@@ -445,6 +448,7 @@ def auto_mixed_precision(
     check_feeds(proto, feeds + holdout)
     backend = choose_backend(provider, strict=strict)
     search = _Search(proto, feeds, holdout, criteria, backend, base, overflow_margin, progress, refine_budget)
+    search.source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
     try:
         final, notes = _run_search(search)
     finally:
@@ -476,7 +480,7 @@ def auto_mixed_precision(
         "validation_samples": len(feeds),
         "holdout_samples": len(holdout),
         "candidates_tried": search.tried,
-        "sessions_created": search.sessions.created + 1,  # + the IR/opset probe of onnxruntime_load_problem
+        "sessions_created": search.sessions.created,
         "seconds": round(time.perf_counter() - start, 3),
         "validation_errors": {k: v.to_dict() for k, v in (final.errors or {}).items()},
         "holdout_errors": {k: v.to_dict() for k, v in (holdout_errors or {}).items()},
@@ -503,10 +507,12 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
         for member in sorted(fused.get(label, ()), key=lambda m: label_position.get(m, 0)):
             rules.setdefault(member, (rule, f"fused with '{label}': {detail}"))
 
-    first = search.validate(rules, search.feeds, reference, "range rules")
+    first = search.validate(rules, search.feeds, reference, "range rules", load_check=False)
     if first.passed:
-        notes.append("the candidate after range rules met the criteria at its first validation")
-        return _refine(search, first, reference), notes
+        chosen = _loadable(search, first, reference)
+        if chosen is not None:
+            notes.append("the candidate after range rules met the criteria at its first validation")
+            return chosen, notes
 
     ranked, cancellation = search.rank(rules, labels)
     rank_of = {label: i for i, label in enumerate(ranked)}
@@ -571,42 +577,61 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
                 + (" (inputs/outputs are float16: try keep_io_types=True)" if not search.base.keep_io_types else "")
             )
             return last, notes
-        problems = search.load_check(results[hi].forced, search.feeds[:1]) if search.backend.emulated else []
-        if not problems:
-            return _refine(search, results[hi], reference), notes
-        search.history.append({"stage": f"prefix {hi} load check", "passed": False, "failures": problems[:3]})
-        results[hi] = Candidate(results[hi].forced, False, problems, results[hi].errors)
+        chosen = _loadable(search, results[hi], reference)
+        if chosen is not None:
+            return chosen, notes
+        results[hi] = Candidate(results[hi].forced, False, ["failed to load"], results[hi].errors)
         lo = hi
 
 
+def _loadable(search: _Search, candidate: Candidate, reference) -> Candidate | None:
+    """Refine an accurate candidate, then build it for real: it must load with ORT's optimizations on.
+
+    Emulated validation cannot see ORT's graph fusions, so the real model is checked, once for the refined
+    candidate and, if that fails, once for the unrefined one; None when neither loads (the search goes on).
+    """
+    refined = _refine(search, candidate, reference)
+    if not search.backend.emulated:
+        return refined
+    for option in [refined] if refined is candidate else [refined, candidate]:
+        problems = search.load_check(option.forced, search.feeds[:1])
+        stage = "load check" + ("" if option is refined else " (unrefined)")
+        search.history.append({"stage": stage, "passed": not problems, "failures": problems[:3]})
+        if not problems:
+            return option
+    return None
+
+
 def _refine(search: _Search, best: Candidate, reference) -> Candidate:
-    """Give back to float16, one at a time, forced nodes that were not needed; least suspicious first.
+    """Give back to float16 the forced nodes that were not needed; least suspicious first.
 
     A prefix ranks above the critical node only by an error estimate, and a fusion unit moved as a whole may
-    not need all its members. With the emulated backend each try is a run of the one gated session, so
-    this costs no session; the refined candidate is load-checked once, and dropped if it fails to load.
+    not need all its members. Whole chunks are tried first and split only when they fail (delta debugging):
+    when most of them can go back, that costs a few tries, not one per node. With the emulated backend each
+    try is a run of the one gated session, not a new session.
     """
     forced = dict(best.forced)
     accuracy = [m for m, (rule, _) in forced.items() if rule is Rule.ACCURACY]
     fused = [m for m, (_, detail) in forced.items() if detail.startswith("fused with")]
-    budget = search.refine_budget
-    refined = best
-    for member in [*reversed(accuracy), *reversed(fused)]:
-        if budget <= 0:
-            break
-        budget -= 1
-        trial = {m: v for m, v in forced.items() if m != member}
-        candidate = search.validate(trial, search.feeds, reference, f"refine -{member}", load_check=False)
+    state = {"forced": forced, "best": best, "budget": search.refine_budget}
+
+    def give_back(members: list[str]) -> None:
+        if not members or state["budget"] <= 0:
+            return
+        state["budget"] -= 1
+        trial = {m: v for m, v in state["forced"].items() if m not in set(members)}
+        label = members[0] if len(members) == 1 else f"{len(members)} nodes"
+        candidate = search.validate(trial, search.feeds, reference, f"refine -{label}", load_check=False)
         if candidate.passed:
-            forced, refined = trial, candidate
-    if refined is best:
-        return best
-    if search.backend.emulated:
-        problems = search.load_check(refined.forced, search.feeds[:1])
-        if problems:
-            search.history.append({"stage": "refined load check", "passed": False, "failures": problems[:3]})
-            return best
-    return refined
+            state["forced"], state["best"] = trial, candidate
+        elif len(members) > 1:
+            half = len(members) // 2
+            give_back(members[:half])
+            give_back(members[half:])
+
+    give_back(list(reversed(accuracy)))
+    give_back(list(reversed(fused)))
+    return state["best"]
 
 
 __all__ = ["CriteriaNotMetError", "auto_mixed_precision", "check_feeds"]

@@ -49,8 +49,9 @@ def test_model_fine_in_fp16_is_fully_fp16_after_one_validation():
     result = fp16.auto_mixed_precision(model, feeds((4, 32), n=8), rtol=1e-2, atol=1e-2, progress=False)
     assert result.report.fp32_nodes == []
     stages = [h["stage"] for h in result.report.search["history"]]
-    assert stages == ["range rules", "holdout"]
+    assert stages == ["range rules", "load check", "holdout"]
     assert result.report.search["candidates_tried"] == 2  # one validation + the held-out check
+    assert result.report.search["sessions_created"] <= 3  # reference run, gated emulation, real-model load check
 
 
 def test_layernorm_fusion_failure_is_rejected_and_search_converges():
@@ -59,7 +60,8 @@ def test_layernorm_fusion_failure_is_rejected_and_search_converges():
     that candidate and go on."""
     model = layernorm_overflow_model()
     data = feeds((2, 8, 16), n=8)
-    result = fp16.auto_mixed_precision(model, data, rtol=1e-2, atol=1e-2, progress=False)
+    # refine_budget=0: keep the range rules' whole-LayerNorm unit, the candidate ORT's fusion cannot load.
+    result = fp16.auto_mixed_precision(model, data, rtol=1e-2, atol=1e-2, refine_budget=0, progress=False)
     history = result.report.search["history"]
     assert any("failed to load or run" in f and "LayerNormalization" in f for h in history for f in h["failures"])
     assert result.report.search["criteria_met"] and result.report.search["holdout_met"]
@@ -176,3 +178,11 @@ def test_two_emulations_agree(builder, shape, blocked):
     direct = convert_with_options(model, ConversionOptions(node_block_list=block), emulate=True).model
     via_fp16 = emulate_float16_storage(fp16.convert_float16(model, node_block_list=block).model)
     np.testing.assert_array_equal(out(direct), out(via_fp16))
+
+
+def test_refinement_gives_back_unneeded_fusion_members():
+    model = layernorm_overflow_model()
+    result = fp16.auto_mixed_precision(model, feeds((2, 8, 16), n=8), rtol=1e-2, atol=1e-2, progress=False)
+    kept = fp32_nodes(result)
+    assert set(kept) == {"ln_pow", "ln_rm2", "ln_addeps", "ln_sqrt"}  # the tensors beyond range, nothing else
+    assert result.report.search["criteria_met"] and result.report.search["holdout_met"]
