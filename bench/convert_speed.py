@@ -412,18 +412,22 @@ def render_markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def problems(runs: list[Run]) -> Iterator[str]:
-    """Errors, rejected outputs, and a package that changed between runs: anything that makes a number suspect."""
+    """Errors, rejected outputs, and a package that changed between runs: anything that makes a number suspect.
+
+    Messages are flattened to one line each, since they become Markdown list items.
+    """
     shas = {r.details["source_sha"] for r in runs if r.details.get("source_sha")}
     if len(shas) > 1:
         yield f"olive_fp16_pass sources changed during the benchmark (hashes {', '.join(sorted(shas))})"
     for r in runs:
+        where = f"{size_label(r.size)} {r.case} {r.tool}"
         if r.status == "error":
-            yield f"{size_label(r.size)} {r.case} {r.tool}: {r.error}"
+            yield f"{where}: {' '.join(str(r.error).split())}"
         elif r.checker not in (None, "ok"):
-            yield f"{size_label(r.size)} {r.case} {r.tool}: onnx.checker failed: {r.checker}"
+            yield f"{where}: onnx.checker failed: {' '.join(str(r.checker).split())}"
         ort_runs = r.details.get("ort_runs")
         if isinstance(ort_runs, str):
-            yield f"{size_label(r.size)} {r.case} {r.tool}: onnxruntime could not run the output: {ort_runs}"
+            yield f"{where}: onnxruntime could not run the output: {' '.join(ort_runs.split())}"
 
 
 def environment() -> dict[str, Any]:
