@@ -79,6 +79,7 @@ class ClassifyResult:
     node_slots: dict[int, frozenset[int]] = field(default_factory=dict)  # node id -> input slots that go fp16
     output_slots: dict[int, frozenset[int]] = field(default_factory=dict)  # node id -> output slots that go fp16
     clamped: dict[int, WeightRange] = field(default_factory=dict)  # constant value id -> range (clamp option)
+    ranges: WeightRanges | None = None  # measured once per model, reused by every candidate of a search
 
 
 class WeightRanges:
@@ -122,7 +123,7 @@ def _measure(value: ir.Value) -> WeightRange | None:
 def classify(model: ir.Model, index: GraphIndex, types: ElementTypes, options: ConversionOptions) -> ClassifyResult:
     """Decide every non-free node that touches a float32 tensor."""
     result = ClassifyResult(PrecisionPlan())
-    ranges = WeightRanges()
+    ranges = result.ranges = WeightRanges()
     opsets = model.opset_imports
     op_blocks = set(options.op_block_list or [])
     op_includes = set(options.op_include_list) if options.op_include_list is not None else None

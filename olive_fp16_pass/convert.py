@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from olive_fp16_pass.classify import FP16_MAX, ClassifyResult, constant_tensor, is_free
+from olive_fp16_pass.classify import FP16_MAX, ClassifyResult, WeightRanges, constant_tensor, is_free
 from olive_fp16_pass.element_types import ElementTypes
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
@@ -305,12 +305,10 @@ def _free_precision(value, producer, uses, classified: ClassifyResult) -> ir.Dat
     wants = [w for _, w in uses]
     if F16 not in wants or any(w not in (F16, ANY) for w in wants):
         return F32
-    if producer is None or producer.op_type == "Constant":
-        tensor = constant_tensor(value)
-        if tensor is not None and id(value) not in classified.clamped:
-            array = tensor.numpy()
-            if array.size and float(np.max(np.abs(array[np.isfinite(array)]), initial=0.0)) > FP16_MAX:
-                return F32
+    if (producer is None or producer.op_type == "Constant") and id(value) not in classified.clamped:
+        weight = (classified.ranges or WeightRanges()).of(value)
+        if weight is not None and weight.overflows:
+            return F32
     return F16
 
 

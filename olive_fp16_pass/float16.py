@@ -21,7 +21,7 @@ from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.model_io import has_external_data, load_model_file, save_model
-from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.options import ConversionOptions, NamePatterns
 from olive_fp16_pass.report import ConversionReport
 
 logger = logging.getLogger(__name__)
@@ -159,8 +159,20 @@ def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: b
         },
     )
     for patterns in (options.node_blocks, options.node_includes):
-        for entry in patterns.unmatched():
-            message = f"{patterns.option}: '{entry}' matches no node name in the model"
+        unmatched = patterns.unmatched()
+        if unmatched:  # did they name nodes the rules never look at (Cast, Constant, integer-only ops)?
+            probe = NamePatterns(patterns.option, unmatched)
+            probe.bind(node_names)
+            for name in node_names:
+                probe.match(name)
+        for entry in unmatched:
+            if entry in probe.matched:
+                message = (
+                    f"{patterns.option}: '{entry}' names only nodes with no float32 computation of their own "
+                    "(Cast, Constant or integer ops, whose precision follows their consumers): nothing to do"
+                )
+            else:
+                message = f"{patterns.option}: '{entry}' matches no node name in the model"
             report.warnings.append(message)
             logger.warning(message)
     if stats.values_retyped == 0 and not emulate:

@@ -43,7 +43,7 @@ from olive_fp16_pass.runtime import (
     choose_backend,
     run_session,
 )
-from olive_fp16_pass.switchable import GATES, SwitchableEmulation
+from olive_fp16_pass.switchable import SwitchableEmulation
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +197,24 @@ class _Search:
 
     def run_switch(self, forced, feeds, names: list[str]):
         gates, classified = self.switchable.gates(self.options(forced))
-        runs = [run_session(self.switch_session, {**feed, GATES: gates}, names) for feed in feeds]
+        gate_feed = self.switchable.gate_feed(gates)
+        typed = self._typed_feeds(feeds)
+        runs = [self.switch_session.run(names, {**feed, **gate_feed}) for feed in typed]
         return runs, classified
+
+    def _typed_feeds(self, feeds) -> list[dict[str, np.ndarray]]:
+        """Feeds as float32 arrays once per list (the gated model's inputs are the float32 model's)."""
+        key = id(feeds)
+        if getattr(self, "_typed_key", None) != key:
+            self._typed = [
+                {
+                    k: (np.asarray(v, np.float32) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v))
+                    for k, v in feed.items()
+                }
+                for feed in feeds
+            ]
+            self._typed_key = key
+        return self._typed
 
     def validate(self, forced, feeds, reference, stage: str, *, load_check: bool = True) -> Candidate:
         """Accuracy on `feeds`; with the emulated backend a passing candidate must also load for real (ORT's

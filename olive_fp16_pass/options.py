@@ -35,8 +35,15 @@ class NamePatterns:
         """Split entries into exact names and regular expressions, given the model's node names."""
         self._exact = {entry for entry in self.entries if entry in node_names}
         self._regexes = []
+        self._literal_of: dict[str, str] = {}
         for entry in self.entries:
             if entry in self._exact:
+                continue
+            literal = re.sub(r"\\(.)", r"\1", entry)
+            if re.escape(literal) == entry and literal in node_names:
+                # re.escape(name): a regex that matches one name only; a set lookup, not a scan of every node
+                self._exact.add(literal)
+                self._literal_of[literal] = entry
                 continue
             try:
                 self._regexes.append((entry, re.compile(entry)))
@@ -48,7 +55,7 @@ class NamePatterns:
     def match(self, name: str) -> bool:
         hit = name in self._exact
         if hit:
-            self.matched.add(name)
+            self.matched.add(self._literal_of.get(name, name))
         for entry, pattern in self._regexes:
             if name and pattern.fullmatch(name):
                 self.matched.add(entry)

@@ -2,7 +2,7 @@
 
 Each candidate differs only in which tensors are rounded to float16, and for whom. So the search builds one
 float32 model in which every (tensor, consumer) edge reads `Where(gate[e], rounded(tensor), tensor)`, with the
-gates fed as one boolean input: validating a candidate is then a run with another gate vector, not a new
+gates fed as boolean inputs: validating a candidate is then a run with other gate values, not a new
 conversion plus a new session. That is what makes the search ~10x cheaper in sessions than bisection
 (bench/amp_speed.py). The gates of a candidate come from the very same plan/assignment code that converts the
 final model (`convert.assign_precisions`), so the emulation cannot drift from the conversion.
@@ -45,7 +45,7 @@ class SwitchableEmulation:
         paths = self._graph_paths(index, model)
         names = _Names(index)
         main = model.graph
-        gates = ir.Value(name=GATES, type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([None]))
+        gate_inputs: list[ir.Value] = []
         self.edge_index: dict[tuple, int] = {}
         first_nodes = {id(g): next(iter(g), None) for g in index.graphs}
         output_slots: dict[int, list[tuple[ir.Graph, int]]] = {}
@@ -75,20 +75,20 @@ class SwitchableEmulation:
                 key = _edge_key(kind, owner, i, index.labels, paths)
                 position = self.edge_index.setdefault(key, len(self.edge_index))
                 where_graph = owner.graph if kind == "node" else owner
-                pick_index = ir.Value(name=names.fresh("gate_index"))
-                position_tensor = ir.AttrTensor("value", ir.tensor(np.int64(position)))
-                idx_node = ir.Node("", "Constant", [], [position_tensor], outputs=[pick_index], name=pick_index.name)
-                gate = ir.Value(name=names.fresh("gate"))
-                gather = ir.Node("", "Gather", [gates, pick_index], outputs=[gate], name=names.fresh("gate"))
+                gate = ir.Value(name=f"{GATES}_{position}", type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([]))
+                gate_inputs.append(gate)
                 chosen = ir.Value(name=names.fresh(f"{value.name}_seen"), type=ir.TensorType(F32), shape=value.shape)
                 where = ir.Node("", "Where", [gate, rounded, value], outputs=[chosen], name=names.fresh("gated"))
                 if kind == "node":
-                    where_graph.insert_before(owner, [idx_node, gather, where])
+                    where_graph.insert_before(owner, where)
                     owner.replace_input_with(i, chosen)
                 else:
-                    where_graph.extend([idx_node, gather, where])
+                    where_graph.append(where)
                     owner.outputs[i] = chosen
-        main.inputs.append(gates)
+        # One scalar boolean input per edge: a Gather of a gate vector per edge made every run execute two
+        # extra nodes per edge (a 1,500-node encoder: 43 ms a run; bench/amp_speed.py).
+        main.inputs.extend(gate_inputs)
+        self.gate_names = [g.name for g in gate_inputs]
         extra = [v for v in values if v.name in set(expose or [])]
         for value in extra:
             if not value.is_graph_output():
@@ -174,6 +174,7 @@ class SwitchableEmulation:
             dict(base.node_slots),
             dict(base.output_slots),
             base.clamped,
+            base.ranges,
         )
         for label, (rule, detail) in options.forced_fp32.items():
             node_id = self._node_of_label.get(label)
@@ -192,6 +193,9 @@ class SwitchableEmulation:
             result.node_slots.pop(node_id, None)
             result.output_slots.pop(node_id, None)
         return result
+
+    def gate_feed(self, gates: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: np.array(bool(g)) for name, g in zip(self.gate_names, gates, strict=True)}
 
     def gates(self, options: ConversionOptions) -> tuple[np.ndarray, classify_mod.ClassifyResult]:
         """The gate vector of the candidate that `options` describe (and its classification, for reports)."""

@@ -513,3 +513,26 @@ def test_float_tensor_attributes_keep_node_fp32():
     result = fp16.convert_float16(model)
     assert {d.node: d.rule.value for d in result.report.fp32_nodes} == {"trees": "float_tensor_attribute"}
     onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_block_list_with_re_escaped_names_and_non_float_nodes():
+    model = make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"], name="/layers.0/act[1]"),
+            helper.make_node("Cast", ["a"], ["b"], to=TensorProto.INT64, name="to_int"),
+            helper.make_node("Cast", ["b"], ["c"], to=F, name="to_float"),
+            helper.make_node("Relu", ["c"], ["y"], name="out"),
+        ],
+        [vi("x", F, [3])],
+        [vi("y", F, [3])],
+    )
+    import re
+
+    result = fp16.convert_float16(model, node_block_list=[re.escape("/layers.0/act[1]"), "to_int", "nothing"])
+    assert {d.node for d in result.report.fp32_nodes} == {"/layers.0/act[1]"}
+    assert result.report.warnings == [
+        "node_block_list: 'to_int' names only nodes with no float32 computation of their own (Cast, Constant or "
+        "integer ops, whose precision follows their consumers): nothing to do",
+        "node_block_list: 'nothing' matches no node name in the model",
+    ]
+    check_converted(model, result.model, feeds={"x": np.array([1.0, -2.0, 3.0], np.float32)})
