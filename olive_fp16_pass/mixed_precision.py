@@ -75,13 +75,18 @@ class Candidate:
     errors: dict[str, OutputError] | None
 
 
-def _main_labels(proto: onnx.ModelProto) -> list[str]:
-    """Labels of main-graph nodes in order, exactly as the converter names them (subgraph nodes counted)."""
+def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """Labels of main-graph nodes in order, exactly as the converter names them (subgraph nodes counted), and
+    the float32 outputs of main-graph nodes (from the converter's own type propagation)."""
+    from olive_fp16_pass import element_types
     from olive_fp16_pass.graph_walk import GraphIndex
 
     ir_model = ir.serde.deserialize_model(proto)
-    labels = GraphIndex(ir_model).labels
-    return [labels[id(node)] for node in ir_model.graph]
+    index = GraphIndex(ir_model)
+    types = element_types.infer(ir_model, index)
+    labels = [index.labels[id(node)] for node in ir_model.graph]
+    floats = [v.name for node in ir_model.graph for v in node.outputs if v.name and types.is_float32(v)]
+    return labels, floats
 
 
 def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -> None:
@@ -128,15 +133,6 @@ def _expose(proto: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
     return exposed
 
 
-def _float_tensor_names(proto: onnx.ModelProto) -> list[str]:
-    """Outputs of main-graph nodes that are float32 (from the converter's own type propagation)."""
-    from olive_fp16_pass import element_types
-
-    ir_model = ir.serde.deserialize_model(proto)
-    types = element_types.infer(ir_model)
-    return [v.name for node in ir_model.graph for v in node.outputs if v.name and types.is_float32(v)]
-
-
 class _Search:
     def __init__(
         self,
@@ -159,7 +155,7 @@ class _Search:
         self.overflow_margin = overflow_margin
         self.sessions = SessionFactory(backend)
         self.output_names = [o.name for o in proto.graph.output]
-        self.float_names = _float_tensor_names(proto)
+        self.labels, self.float_names = _analyze(proto)
         self.tried = 0
         self.history: list[dict] = []
         self.refine_budget = refine_budget
@@ -178,7 +174,13 @@ class _Search:
         )
 
     def build(self, forced, *, emulate: bool) -> ConversionResult:
-        return convert_with_options(ir.serde.deserialize_model(self.proto), self.options(forced), emulate=emulate)
+        """The real (or emulated) candidate; the last real one is kept: the load check and the result share it."""
+        key = (tuple(sorted(forced)), emulate)
+        if getattr(self, "_built_key", None) == key:
+            return self._built
+        result = convert_with_options(ir.serde.deserialize_model(self.proto), self.options(forced), emulate=emulate)
+        self._built_key, self._built = key, result
+        return result
 
     def outputs(self, model: onnx.ModelProto, feeds, *, emulation: bool, names=None) -> list[list[np.ndarray]]:
         session = self.sessions.session(model, emulation=emulation)
@@ -198,8 +200,20 @@ class _Search:
     def run_switch(self, forced, feeds, names: list[str]):
         gates, classified = self.switchable.gates(self.options(forced))
         gate_feed = self.switchable.gate_feed(gates)
-        typed = self._typed_feeds(feeds)
-        runs = [self.switch_session.run(names, {**feed, **gate_feed}) for feed in typed]
+        # I/O binding: session.run() validates every input name in Python, 38 ms a run with the thousands of
+        # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
+        binding = self.switch_session.io_binding()
+        for name, value in gate_feed.items():
+            binding.bind_cpu_input(name, value)
+        runs = []
+        for feed in self._typed_feeds(feeds):
+            for name, value in feed.items():
+                binding.bind_cpu_input(name, value)
+            for name in names:
+                binding.bind_output(name)
+            self.switch_session.run_with_iobinding(binding)
+            runs.append(binding.copy_outputs_to_cpu())
+            binding.clear_binding_outputs()
         return runs, classified
 
     def _typed_feeds(self, feeds) -> list[dict[str, np.ndarray]]:
@@ -509,7 +523,7 @@ def auto_mixed_precision(
 
 def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
     notes: list[str] = []
-    labels = _main_labels(search.proto)
+    labels = search.labels
     reference, search.holdout_reference, abs_max = search.reference_and_ranges()
     if search.backend.emulated:
         search.switch()
