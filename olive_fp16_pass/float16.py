@@ -96,7 +96,9 @@ def convert_float16(
     return convert_with_options(model, options)
 
 
-def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions, *, emulate: bool = False):
+def convert_with_options(
+    model: ModelLike | ir.Model, options: ConversionOptions, *, emulate: bool = False, check_runtime: bool = True
+):
     """The pipeline behind `convert_float16`; `emulate=True` builds the float32 storage-emulation model instead.
 
     An `ir.Model` given here is converted in place (the search builds many candidates from one proto).
@@ -107,13 +109,13 @@ def convert_with_options(model: ModelLike | ir.Model, options: ConversionOptions
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _convert(model, options, emulate)
+        return _convert(model, options, emulate, check_runtime)
     finally:
         if enabled:
             gc.enable()
 
 
-def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: bool):
+def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: bool, check_runtime: bool):
     start = time.perf_counter()
     # A ModelProto without external data is edited as protobuf (emit_proto); anything else through onnx-ir.
     source_proto = model if isinstance(model, onnx.ModelProto) and not emulate else None
@@ -183,7 +185,7 @@ def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: b
         )
     if added_note:
         report.notes.append(added_note)
-    problem = _runtime_problem(ir_model)
+    problem = _runtime_problem(ir_model) if check_runtime else None
     if problem:
         report.warnings.append(f"{problem}; the converted model keeps the input's IR version and opset")
     report.seconds = time.perf_counter() - start

@@ -178,7 +178,10 @@ class _Search:
         key = (tuple(sorted(forced)), emulate)
         if getattr(self, "_built_key", None) == key:
             return self._built
-        result = convert_with_options(ir.serde.deserialize_model(self.proto), self.options(forced), emulate=emulate)
+        # check_runtime=False: the search's own sessions already prove onnxruntime loads this model.
+        result = convert_with_options(
+            ir.serde.deserialize_model(self.proto), self.options(forced), emulate=emulate, check_runtime=False
+        )
         self._built_key, self._built = key, result
         return result
 
