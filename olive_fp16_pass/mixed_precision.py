@@ -163,15 +163,7 @@ class _Search:
 
     # -- building and validating candidates --------------------------------------------------------------
     def options(self, forced: dict[str, tuple[Rule, str]]) -> ConversionOptions:
-        return ConversionOptions(
-            keep_io_types=self.base.keep_io_types,
-            op_block_list=self.base.op_block_list,
-            node_block_list=self.base.node_block_list,
-            op_include_list=self.base.op_include_list,
-            node_include_list=self.base.node_include_list,
-            clamp_weights=self.base.clamp_weights,
-            forced_fp32=dict(forced),
-        )
+        return self.base.with_forced(forced)
 
     def build(self, forced, *, emulate: bool) -> ConversionResult:
         """The real (or emulated) candidate; the last real one is kept: the load check and the result share it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,10 @@ class ConversionOptions:
                 setattr(self, name, _str_list(name, value))
         self.node_blocks = NamePatterns("node_block_list", self.node_block_list or [])
         self.node_includes = NamePatterns("node_include_list", self.node_include_list or [])
+
+    def with_forced(self, forced: dict[str, tuple[object, str]]) -> ConversionOptions:
+        """The same user options with the search's forced float32 nodes (fresh name matchers)."""
+        return dataclasses.replace(self, forced_fp32=dict(forced))
 
     def keeps_io(self, name: str) -> bool:
         if isinstance(self.keep_io_types, bool):

@@ -154,14 +154,7 @@ class SwitchableEmulation:
             )
         )
         if getattr(self, "_base_key", None) != key:
-            base = ConversionOptions(
-                keep_io_types=options.keep_io_types,
-                op_block_list=options.op_block_list,
-                node_block_list=options.node_block_list,
-                op_include_list=options.op_include_list,
-                node_include_list=options.node_include_list,
-                clamp_weights=options.clamp_weights,
-            )
+            base = options.with_forced({})
             node_names = {node.name for node, _ in self.index.nodes if node.name}
             for patterns in (base.node_blocks, base.node_includes):
                 patterns.bind(node_names)

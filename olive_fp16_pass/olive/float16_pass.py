@@ -68,17 +68,18 @@ def write_report(report_dict: dict, model_path: str | Path) -> Path:
     return target
 
 
-def with_report(output: ONNXModelHandler, report_dict: dict) -> ONNXModelHandler:
-    """Write the report beside the model and attach it to the model's attributes.
+def to_olive_model(result, input_model: ONNXModelHandler, output_model_path: str, config) -> ONNXModelHandler:
+    """Save a conversion result like Olive's own passes do, carrying the input's attributes and our report.
 
-    The attributes travel with the model through later passes and into `output_dir/model_config.json`.
-    (Returning the model as a folder would also carry the file, but Olive 0.13 resolves a relative
-    `onnx_file_name` against the current directory, so a `model.onnx` there silently replaces ours.)
+    The report is written beside the model and attached to the model's attributes: they travel with the
+    model through later passes and into `output_dir/model_config.json`. (Returning the model as a folder
+    would also carry the file, but Olive 0.13 resolves a relative `onnx_file_name` against the current
+    directory, so a `model.onnx` there silently replaces ours.)
     """
+    output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
+    report_dict = result.report.to_dict()
     write_report(report_dict, output.model_path)
-    attributes = dict(output.model_attributes or {})
-    attributes["olive_fp16_report"] = report_dict
-    output.model_attributes = attributes
+    output.model_attributes = {**(input_model.model_attributes or {}), "olive_fp16_report": report_dict}
     return output
 
 
@@ -108,6 +109,4 @@ class OnnxFloat16(Pass):
             clamp_weights=config.clamp_weights,
         )
         logger.info("OnnxFloat16: %s", result.report.summary())
-        output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
-        output.model_attributes = model.model_attributes
-        return with_report(output, result.report.to_dict())
+        return to_olive_model(result, model, output_model_path, config)

@@ -15,10 +15,10 @@ from olive.hardware.accelerator import AcceleratorSpec
 from olive.model import ONNXModelHandler
 from olive.model.utils import resolve_onnx_path
 from olive.passes import Pass
-from olive.passes.onnx.common import get_external_data_config, ir_model_to_olive_model
+from olive.passes.onnx.common import get_external_data_config
 from olive.passes.pass_config import BasePassConfig, ParamCategory, PassConfigParam, get_user_script_data_config
 
-from olive_fp16_pass.olive.float16_pass import float16_config_params, with_report
+from olive_fp16_pass.olive.float16_pass import float16_config_params, to_olive_model
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,4 @@ class OnnxAutoMixedPrecision(Pass):
             progress=False,
         )
         logger.info("OnnxAutoMixedPrecision: %s", result.report.summary())
-        output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
-        output.model_attributes = model.model_attributes
-        return with_report(output, result.report.to_dict())
+        return to_olive_model(result, model, output_model_path, config)
