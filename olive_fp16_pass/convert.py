@@ -22,7 +22,6 @@ from olive_fp16_pass.classify import FP16_MAX, ClassifyResult, WeightRanges, con
 from olive_fp16_pass.element_types import ElementTypes
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import Precision
 
 F32 = ir.DataType.FLOAT
 F16 = ir.DataType.FLOAT16
@@ -326,11 +325,4 @@ def _insert_after_producer(value: ir.Value, cast: ir.Node, first_nodes: dict[int
         graph.insert_before(first, cast)
 
 
-def plan_precision_counts(classified: ClassifyResult) -> dict[str, int]:
-    counts = {"fp16": 0, "fp32": 0}
-    for decision in classified.plan.decisions.values():
-        counts[decision.precision.value] += 1
-    return counts
-
-
-__all__ = ["ConvertStats", "Precision", "apply_plan", "plan_precision_counts"]
+__all__ = ["ConvertStats", "apply_emulation", "apply_plan", "assign_precisions"]
