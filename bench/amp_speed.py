@@ -52,12 +52,10 @@ import argparse
 import contextlib
 import copy
 import datetime as dt
-import hashlib
 import json
 import math
 import os
 import pickle
-import platform
 import re
 import signal
 import subprocess
@@ -67,7 +65,6 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +79,7 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
         sys.path.insert(0, _path)
 
 from amp_models import MODEL_KEYS, build_all  # noqa: E402  (bench/ is not a package: path set above)
+from bench_env import environment, source_digest  # noqa: E402
 
 MODELS = MODEL_KEYS
 RUNS = ("ours-all", "ours-1", "occ")
@@ -526,34 +524,6 @@ def baselines(bm: Any, reference: list[list[np.ndarray]], rtol: float, atol: flo
     return rows
 
 
-def source_digest() -> str:
-    """Short hash of the package's sources: it changes under active development, so record which one ran."""
-    digest = hashlib.sha256()
-    for path in sorted((REPO_ROOT / "olive_fp16_pass").rglob("*.py")):
-        digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def environment() -> dict[str, Any]:
-    """Machine and versions, so results from different days or machines are not compared blindly."""
-    versions = {}
-    for dist in ("onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common", "onnx-ir", "numpy", "protobuf"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[dist] = metadata.version(dist)
-    versions[DIGEST_KEY] = source_digest()
-    git = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return {
-        "cpu_count": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_avg_at_start": os.getloadavg(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "git_head": git.stdout.strip() or None,
-        "versions": versions,
-    }
-
-
 # -- formatting ---------------------------------------------------------------------------------------------------
 
 
@@ -955,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = dt.datetime.now()
     stem = args.out or RESULTS_DIR / f"{started.date().isoformat()}-amp_speed"
-    env = environment()
+    env = environment(DIGEST_KEY)
     payload: dict[str, Any] = {
         "date": started.date().isoformat(),
         "started": started.isoformat(timespec="seconds"),

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -77,8 +76,11 @@ import onnx
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-if str(REPO_ROOT) not in sys.path:  # `python bench/conformance.py` from anywhere imports this checkout's package
-    sys.path.insert(0, str(REPO_ROOT))
+for _path in (str(REPO_ROOT), str(BENCH_DIR)):  # this checkout's package, and bench_env beside this script
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from bench_env import source_digest  # noqa: E402  (bench/ is not a package: path set above)
 
 TOOLS = ("ours", "occ", "ort", "ort_sorted")
 TOOL_LABELS = {
@@ -671,14 +673,6 @@ def failures(results: dict[str, dict[str, Any]], tool: str) -> list[dict[str, An
             }
         )
     return rows
-
-
-def source_digest() -> str:
-    """Short hash of the package's sources: it changes under active development, so record which one ran."""
-    digest = hashlib.sha256()
-    for path in sorted((REPO_ROOT / "olive_fp16_pass").rglob("*.py")):
-        digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def environment(command: str) -> dict[str, Any]:

@@ -26,10 +26,8 @@ import contextlib
 import copy
 import datetime as dt
 import gc
-import hashlib
 import json
 import os
-import platform
 import re
 import resource
 import signal
@@ -40,12 +38,16 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from bench_env import environment, source_digest  # noqa: E402  (bench/ is not a package: path set above)
+
 RESULTS_DIR = BENCH_DIR / "results"
 TOOLS = ("ours", "occ", "ort")
 TOOL_LABELS = {
@@ -92,14 +94,6 @@ def _count_ops(model: Any, op_type: str) -> int:
         return total
 
     return walk(model.graph)
-
-
-def source_digest() -> str:
-    """Short hash of the package's sources: the package changes under active development, so record which one ran."""
-    digest = hashlib.sha256()
-    for path in sorted((REPO_ROOT / "olive_fp16_pass").rglob("*.py")):
-        digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _converter(tool: str, details: dict[str, Any]) -> Callable[[Any, list[str] | None], Any]:
@@ -430,26 +424,6 @@ def problems(runs: list[Run]) -> Iterator[str]:
             yield f"{where}: onnxruntime could not run the output: {' '.join(ort_runs.split())}"
 
 
-def environment() -> dict[str, Any]:
-    """Machine and versions, so results from different days or machines are not compared blindly."""
-    versions = {}
-    for dist in ("onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common", "onnx-ir", "numpy", "protobuf"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[dist] = metadata.version(dist)
-    versions["olive_fp16_pass (sha256 of sources at start)"] = source_digest()
-    git = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return {
-        "cpu_count": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_avg_at_start": os.getloadavg(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "git_head": git.stdout.strip() or None,
-        "versions": versions,
-    }
-
-
 def save(
     runs: list[Run], args: argparse.Namespace, env: dict[str, Any], started: dt.datetime, stem: Path, finished: bool
 ) -> None:
@@ -546,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = dt.datetime.now()
     stem = args.out or RESULTS_DIR / f"{started.date().isoformat()}-convert_speed{'-quick' if args.quick else ''}"
-    env = environment()
+    env = environment("olive_fp16_pass (sha256 of sources at start)")
     runs: list[Run] = []
     print(f"sizes {args.sizes}, cases {args.cases}, tools {args.tools}, timeout {args.timeout:g} s", flush=True)
     with tempfile.TemporaryDirectory(prefix="convert_speed-") as tmp:

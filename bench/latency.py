@@ -37,7 +37,10 @@ def _gpu_info() -> dict:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout.strip()
         name, driver, memory = [x.strip() for x in out.splitlines()[0].split(",")]
         return {"name": name, "driver": driver, "memory_total": memory}
@@ -49,7 +52,10 @@ def _process_gpu_memory_mib(pid: int) -> float | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout
     except Exception:
         return None
@@ -60,8 +66,9 @@ def _process_gpu_memory_mib(pid: int) -> float | None:
     return None
 
 
-def measure(model_path: str, provider: str, shape: list[int], input_name: str, warmup: int, runs: int,
-            tf32: bool) -> dict:
+def measure(
+    model_path: str, provider: str, shape: list[int], input_name: str, warmup: int, runs: int, tf32: bool
+) -> dict:
     """Runs in a child process (one session per process, so its GPU memory is its own)."""
     import onnxruntime as ort
 
@@ -109,8 +116,9 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def _run_child(spec: dict, timeout: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, timeout=timeout
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr or proc.stdout)[-500:]}
@@ -127,8 +135,9 @@ def _variants(model: onnx.ModelProto, name: str, work: Path, provider: str, amp_
     paths["fp32"] = fp32
     ours = fp16.convert_float16(model)
     paths["ours_fp16"] = ours.save(work / f"{name}_ours_fp16.onnx")
-    amp = fp16.auto_mixed_precision(model, amp_data, rtol=None, atol=None, min_cosine=0.999, provider=provider,
-                                    progress=False)
+    amp = fp16.auto_mixed_precision(
+        model, amp_data, rtol=None, atol=None, min_cosine=0.999, provider=provider, progress=False
+    )
     paths["ours_amp"] = amp.save(work / f"{name}_ours_amp.onnx")
     paths["amp_fp32_nodes"] = len(amp.report.fp32_nodes)  # type: ignore[assignment]
     paths["amp_backend"] = amp.report.search["backend"]["mode"]  # type: ignore[assignment]
@@ -162,8 +171,11 @@ def main() -> int:
     if not args.cpu:
         usable, reason = provider_status(CUDA)
         if not usable:
-            print(f"latency.py: no usable GPU here ({reason}). Not printing CPU numbers as GPU numbers; "
-                  "use --cpu to measure the CPU on purpose.", file=sys.stderr)
+            print(
+                f"latency.py: no usable GPU here ({reason}). Not printing CPU numbers as GPU numbers; "
+                "use --cpu to measure the CPU on purpose.",
+                file=sys.stderr,
+            )
             return 2
     import onnxruntime as ort
     from transformer_model import build_encoder
@@ -171,14 +183,17 @@ def main() -> int:
     denoiser = onnx.load(REPO / "olive_fp16_pass/models/denoiser.onnx")
     rng = np.random.default_rng(0)
     if args.small:
-        cases = [("denoiser_128", denoiser, [1, 3, 128, 128], "noisy"),
-                 ("encoder_tiny", build_encoder(layers=2, hidden=64, heads=4, ffn=128, seq=32), [1, 32, 64],
-                  "hidden_in")]
+        cases = [
+            ("denoiser_128", denoiser, [1, 3, 128, 128], "noisy"),
+            ("encoder_tiny", build_encoder(layers=2, hidden=64, heads=4, ffn=128, seq=32), [1, 32, 64], "hidden_in"),
+        ]
     else:
         encoder = build_encoder()
-        cases = [("denoiser_512x512", denoiser, [1, 3, 512, 512], "noisy"),
-                 ("denoiser_1920x1080", denoiser, [1, 3, 1080, 1920], "noisy"),
-                 ("bert_base_seq128", encoder, [1, 128, 768], "hidden_in")]
+        cases = [
+            ("denoiser_512x512", denoiser, [1, 3, 512, 512], "noisy"),
+            ("denoiser_1920x1080", denoiser, [1, 3, 1080, 1920], "noisy"),
+            ("bert_base_seq128", encoder, [1, 128, 768], "hidden_in"),
+        ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -194,8 +209,15 @@ def main() -> int:
             for label, path, tf32 in specs:
                 if provider == CPU and label == "fp32 (TF32 off)":
                     continue
-                spec = {"model_path": str(path), "provider": provider, "shape": shape, "input_name": input_name,
-                        "warmup": args.warmup, "runs": args.runs, "tf32": tf32}
+                spec = {
+                    "model_path": str(path),
+                    "provider": provider,
+                    "shape": shape,
+                    "input_name": input_name,
+                    "warmup": args.warmup,
+                    "runs": args.runs,
+                    "tf32": tf32,
+                }
                 results[label] = _run_child(spec, args.timeout)
                 print(f"{name:22s} {label:26s} {json.dumps(results[label])[:160]}", flush=True)
             base_on = results.get("fp32 (TF32 on)", {}).get("median_ms")
@@ -204,8 +226,15 @@ def main() -> int:
                 if "median_ms" in r:
                     r["speedup_vs_fp32_tf32"] = base_on / r["median_ms"] if base_on else None
                     r["speedup_vs_fp32_strict"] = base_off / r["median_ms"] if base_off else None
-            rows.append({"model": name, "shape": shape, "amp_fp32_nodes": variants["amp_fp32_nodes"],
-                         "amp_validation": variants["amp_backend"], "results": results})
+            rows.append(
+                {
+                    "model": name,
+                    "shape": shape,
+                    "amp_fp32_nodes": variants["amp_fp32_nodes"],
+                    "amp_validation": variants["amp_backend"],
+                    "results": results,
+                }
+            )
     label = "CPU" if args.cpu else "GPU"
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -223,8 +252,10 @@ def main() -> int:
                 continue
             s_on = r.get("speedup_vs_fp32_tf32")
             s_off = r.get("speedup_vs_fp32_strict")
-            print(f"{row['model']:22s} {name:26s} {r['median_ms']:9.3f} ({r['p10_ms']:.3f}-{r['p90_ms']:.3f})  "
-                  f"x{s_on or 0:.2f} / x{s_off or 0:.2f}  mem {r.get('gpu_memory_mib')}  {r['providers_used'][0]}")
+            print(
+                f"{row['model']:22s} {name:26s} {r['median_ms']:9.3f} ({r['p10_ms']:.3f}-{r['p90_ms']:.3f})  "
+                f"x{s_on or 0:.2f} / x{s_off or 0:.2f}  mem {r.get('gpu_memory_mib')}  {r['providers_used'][0]}"
+            )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{time.strftime('%Y-%m-%d')}-latency-{label.lower()}.json"

@@ -11,8 +11,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def build_encoder(layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3072, seq: int = 128,
-                  seed: int = 0) -> onnx.ModelProto:
+def build_encoder(
+    layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3072, seq: int = 128, seed: int = 0
+) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
