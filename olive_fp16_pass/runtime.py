@@ -126,8 +126,8 @@ class SessionFactory:
         else:
             providers = [self.backend.provider]
         data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+        self.created += 1  # counted when tried: a session that fails to load costs the same
         session = ort.InferenceSession(data, options, providers=providers)
-        self.created += 1
         used = session.get_providers()
         self.providers_seen.update(used)
         if used[0] != providers[0]:
