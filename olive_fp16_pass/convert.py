@@ -280,16 +280,26 @@ def apply_emulation(
             rounded_uses = [use for use, w in uses if w == F16]
         if not rounded_uses:
             continue
-        base = value.name or "tensor"
-        half = ir.Value(name=names.fresh(f"{base}_f16"), type=ir.TensorType(F16), shape=value.shape)
-        back = ir.Value(name=names.fresh(f"{base}_rounded"), type=ir.TensorType(F32), shape=value.shape)
-        down = ir.Node("", "Cast", [value], [ir.AttrInt64("to", F16)], outputs=[half], name=names.fresh(f"{base}_r16"))
-        up = ir.Node("", "Cast", [half], [ir.AttrInt64("to", F32)], outputs=[back], name=names.fresh(f"{base}_r32"))
-        _insert_after_producer(value, down, first_nodes)
-        down.graph.insert_after(down, up)
+        back = insert_rounding(value, names, first_nodes)
         stats.casts_inserted += 1
         _redirect(model, names, value, back, rounded_uses, "unrounded", stats)
     return stats
+
+
+def insert_rounding(value: ir.Value, names: _Names, first_nodes: dict[int, ir.Node | None]) -> ir.Value:
+    """Cast(float16) -> Cast(float) right after `value` is produced; returns the rounded float32 copy.
+
+    The one way every float16-storage emulation (our plan, any float16 model, the search's gated model)
+    rounds a tensor.
+    """
+    base = value.name or "tensor"
+    half = ir.Value(name=names.fresh(f"{base}_f16"), type=ir.TensorType(F16), shape=value.shape)
+    back = ir.Value(name=names.fresh(f"{base}_rounded"), type=ir.TensorType(F32), shape=value.shape)
+    down = ir.Node("", "Cast", [value], [ir.AttrInt64("to", F16)], outputs=[half], name=names.fresh(f"{base}_r16"))
+    up = ir.Node("", "Cast", [half], [ir.AttrInt64("to", F32)], outputs=[back], name=names.fresh(f"{base}_r32"))
+    _insert_after_producer(value, down, first_nodes)
+    down.graph.insert_after(down, up)
+    return back
 
 
 def _constant_float_attr(node: ir.Node) -> np.ndarray:

@@ -15,6 +15,7 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import element_types
+from olive_fp16_pass.convert import ConvertStats, _Names, _redirect, insert_rounding
 from olive_fp16_pass.graph_walk import GraphIndex
 
 F16 = ir.DataType.FLOAT16
@@ -32,41 +33,21 @@ def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
     main = ir_model.graph
-    used = {v.name for g in index.graphs for v in (*g.inputs, *g.outputs, *g.initializers.values()) if v.name}
-    used |= {v.name for n, _ in index.nodes for v in n.outputs if v.name} | {n.name for n, _ in index.nodes if n.name}
+    names = _Names(index)
+    first_nodes = {id(graph): next(iter(graph), None) for graph in index.graphs}
+    output_slots: dict[int, list[tuple[ir.Graph, int]]] = {}
+    for graph in index.graphs:
+        for i, value in enumerate(graph.outputs):
+            output_slots.setdefault(id(value), []).append((graph, i))
+    stats = ConvertStats()
 
-    def fresh(base: str) -> str:
-        name, k = base, 0
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        used.add(name)
-        return name
-
-    def round_after(value: ir.Value, graph: ir.Graph, after: ir.Node | None) -> None:
-        """Insert Cast(float16) -> Cast(float) after `value` and move every reader to the rounded copy."""
-        uses = list(value.uses())
-        outputs = [(g, i) for g in index.graphs for i, v in enumerate(g.outputs) if v is value]
-        half = ir.Value(name=fresh(f"{value.name}_h"), type=ir.TensorType(F16), shape=value.shape)
-        back = ir.Value(name=fresh(f"{value.name}_r"), type=ir.TensorType(F32), shape=value.shape)
-        down = ir.Node("", "Cast", [value], [ir.AttrInt64("to", F16)], outputs=[half], name=fresh("emu_round16"))
-        up = ir.Node("", "Cast", [half], [ir.AttrInt64("to", F32)], outputs=[back], name=fresh("emu_round32"))
-        if after is not None:
-            graph.insert_after(after, [down, up])
-        else:
-            first = next(iter(graph), None)
-            if first is None:
-                graph.extend([down, up])
-            else:
-                graph.insert_before(first, [down, up])
-        for node, index_ in uses:
-            node.replace_input_with(index_, back)
-        for g, i in outputs:
-            if g is main:  # keep the model's output names
-                original = value.name
-                value.name = fresh(f"{original}_unrounded")
-                back.name = original
-            g.outputs[i] = back
+    def round_after(value: ir.Value) -> None:
+        """Round `value` where it is produced and move every reader (outputs too) to the rounded copy."""
+        uses = [("node", n, i) for n, i in value.uses()] + [
+            ("output", g, i) for g, i in output_slots.get(id(value), [])
+        ]
+        back = insert_rounding(value, names, first_nodes)
+        _redirect(ir_model, names, value, back, uses, "unrounded", stats)
 
     for graph in index.graphs:
         for value in graph.initializers.values():
@@ -77,7 +58,7 @@ def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
             if types.get(value) == F16:
                 value.type = ir.TensorType(F32)
                 if graph is main:
-                    round_after(value, graph, None)
+                    round_after(value)
     for node, _ in list(index.nodes):
         if node.op_type == "Cast" and node.attributes["to"].value == F16:
             node.attributes["to"] = ir.AttrInt64("to", F32)
@@ -92,7 +73,7 @@ def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
             if out.name and types.get(out) == F16:  # an omitted optional output ('') cannot be read
                 if out.type is not None:
                     out.type = ir.TensorType(F32)
-                round_after(out, node.graph, node)
+                round_after(out)
     for graph in index.graphs:
         for value in graph.outputs:
             if value.type is not None and value.dtype == F16:

@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
 from olive_fp16_pass import element_types
-from olive_fp16_pass.convert import F16, F32, _Names, assign_precisions
+from olive_fp16_pass.convert import F16, F32, _Names, assign_precisions, insert_rounding
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
 
@@ -122,21 +122,7 @@ class SwitchableEmulation:
             )
             value.graph.register_initializer(rounded)
             return rounded
-        half = ir.Value(name=names.fresh(f"{base}_h"), type=ir.TensorType(F16), shape=value.shape)
-        back = ir.Value(name=names.fresh(f"{base}_r"), type=ir.TensorType(F32), shape=value.shape)
-        down = ir.Node("", "Cast", [value], [ir.AttrInt64("to", F16)], outputs=[half], name=names.fresh(f"{base}_r16"))
-        up = ir.Node("", "Cast", [half], [ir.AttrInt64("to", F32)], outputs=[back], name=names.fresh(f"{base}_r32"))
-        producer = value.producer()
-        if producer is not None:
-            producer.graph.insert_after(producer, [down, up])
-        else:
-            graph = value.graph
-            first = first_nodes.get(id(graph))
-            if first is None:
-                graph.extend([down, up])
-            else:
-                graph.insert_before(first, [down, up])
-        return back
+        return insert_rounding(value, names, first_nodes)
 
     def _classify(self, options: ConversionOptions) -> classify_mod.ClassifyResult:
         """Classify once without the search's forced nodes, then per candidate only move those to float32.

@@ -186,3 +186,34 @@ def test_refinement_gives_back_unneeded_fusion_members():
     kept = fp32_nodes(result)
     assert set(kept) == {"ln_pow", "ln_rm2", "ln_addeps", "ln_sqrt"}  # the tensors beyond range, nothing else
     assert result.report.search["criteria_met"] and result.report.search["holdout_met"]
+
+
+@pytest.mark.parametrize(
+    "builder,shape", [(activation_overflow_chain, (2, 16)), (layernorm_overflow_model, (2, 8, 16))]
+)
+@pytest.mark.parametrize("keep_io", [False, True])
+def test_gated_emulation_equals_direct_emulation(builder, shape, keep_io):
+    """The search's one gated session computes, for any candidate, exactly the direct emulation of it."""
+    import onnxruntime as ort
+
+    from olive_fp16_pass.float16 import convert_with_options
+    from olive_fp16_pass.options import ConversionOptions
+    from olive_fp16_pass.switchable import SwitchableEmulation
+
+    model = builder()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    switch = SwitchableEmulation(model)
+    gated = ort.InferenceSession(switch.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = feeds(shape, 1)[0]
+    names = [n.name for n in model.graph.node]
+    for blocked in (None, names[1::3], names[-3:]):
+        plan = ConversionOptions(node_block_list=blocked, keep_io_types=keep_io)
+        gates, _ = switch.gates(plan)
+        direct = convert_with_options(
+            model, ConversionOptions(node_block_list=blocked, keep_io_types=keep_io), emulate=True
+        ).model
+        session = ort.InferenceSession(direct.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(
+            gated.run(None, {**feed, **switch.gate_feed(gates)})[0], session.run(None, feed)[0]
+        )
