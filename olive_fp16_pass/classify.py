@@ -1,76 +1,51 @@
-"""Rules that decide, node by node, whether a node may run in float16, each with its reason.
+"""The classifier: runs the rule chain (rules.py) over every node and gathers the decisions into a plan.
 
-Rules are applied in a fixed order (structure, user lists, op schema, weight ranges) and the first rule
-that keeps a node in float32 is the one recorded. Cast, Constant and ConstantOfShape are not classified:
-their output precision simply follows what their consumers need (see convert.py).
+Cast, Constant and ConstantOfShape are not classified: their output precision simply follows what their
+consumers need (see convert.py). Nodes that touch no float32 tensor are not in the plan either.
+
+The mixed-precision search classifies one model for many candidates that differ only in the nodes it
+forces into float32. So a model is classified once without them (`classify_base`), and `with_forced` lays a
+candidate's forced nodes over that: a forced node takes the search's decision unless a rule that comes
+before the search's rule in `RULES` decided it. That is what running the whole chain would give, read off
+each node's deciding rule position, so the order exists once, in `rules.RULES`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx_ir as ir
 
-from olive_fp16_pass import op_signatures
 from olive_fp16_pass.element_types import ElementTypes
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import NodeDecision, Precision, PrecisionPlan, Rule
-
-FP16_MAX = 65504.0
-# Below 2**-14 float16 values are subnormal, with a fixed step of 2**-24, so the rounding error of a value v is
-# up to 2**-25 / v relative. A tensor whose LARGEST |value| is below FP16_UNDERFLOW (~3e-6) loses more than 1%
-# even there (and values under 2**-25 become 0). Above it the tensor survives: LayerNorm's eps of 1e-5 is
-# stored within 0.3%, and flagging it (an earlier threshold of 2**-14) kept every LayerNorm's Add(eps) in
-# float32 for nothing (bench/amp_speed.py, enc300: 14 needless float32 nodes).
-FP16_MIN_NORMAL = 2.0**-14
-FP16_UNDERFLOW = 2.0**-25 / 0.01
+from olive_fp16_pass.precision_plan import ForcedDecision, NodeDecision, Precision, PrecisionPlan
+from olive_fp16_pass.rules import (
+    RULES,
+    Decision,
+    ModelContext,
+    NodeContext,
+    NodeRule,
+    active_rules,
+    forced_decision,
+    search_forced,
+)
+from olive_fp16_pass.weight_ranges import (  # re-exported: the converter and the search read them here
+    FP16_MAX,
+    FP16_MIN_NORMAL,
+    FP16_UNDERFLOW,
+    WeightRange,
+    WeightRanges,
+    constant_tensor,
+)
 
 # Nodes whose output precision follows their consumers instead of being decided by a rule.
 FREE_OPS = frozenset({"Cast", "Constant", "ConstantOfShape"})
 
-# Inputs the schema allows in float16 but onnxruntime's kernels only register in float32: converting them
-# makes a model that passes the checker but fails to load (onnxconverter-common #272, #207).
-ORT_FLOAT32_INPUTS: dict[tuple[str, str], frozenset[int]] = {
-    ("", "Resize"): frozenset({1, 2}),  # roi, scales
-    ("", "Upsample"): frozenset({1}),  # scales
-}
-
-
-# Ops onnxruntime has no float16 kernel for AND whose ONNX function body (ORT's fallback) uses float32
-# constants, so a float16 input makes the session fail: "Type parameter (T) of Optype (Add) bound to different
-# types" (found by bench/conformance.py on test_mvn; onnxconverter-common and ORT's converter fail it too).
-ORT_NO_FP16_KERNEL: frozenset[tuple[str, str]] = frozenset({("", "MeanVarianceNormalization")})
-
-
-def _float_tensor_attributes(node: ir.Node) -> list[str]:
-    """Tensor attributes holding float32 data (TreeEnsemble's nodes_splits...): they must match the input type."""
-    names = []
-    for name, attr in node.attributes.items():
-        if attr.type == ir.AttributeType.TENSOR:
-            tensors = [attr.value] if attr.value is not None else []
-        elif attr.type == ir.AttributeType.TENSORS:
-            tensors = list(attr.value)
-        else:
-            continue
-        if any(t.dtype == ir.DataType.FLOAT for t in tensors):
-            names.append(name)
-    return names
-
 
 def is_free(node: ir.Node) -> bool:
     return node.op_type in FREE_OPS and node.domain in ("", "ai.onnx")
-
-
-@dataclass
-class WeightRange:
-    """Range of a constant tensor, measured once however many nodes read it."""
-
-    name: str
-    abs_max: float
-    overflows: bool
-    all_underflow: bool
 
 
 @dataclass
@@ -80,56 +55,42 @@ class ClassifyResult:
     output_slots: dict[int, frozenset[int]] = field(default_factory=dict)  # node id -> output slots that go fp16
     clamped: dict[int, WeightRange] = field(default_factory=dict)  # constant value id -> range (clamp option)
     ranges: WeightRanges | None = None  # measured once per model, reused by every candidate of a search
+    positions: dict[int, int] = field(default_factory=dict)  # node id -> position in `rules` of the deciding rule
+    node_clamped: dict[int, tuple[tuple[ir.Value, WeightRange], ...]] = field(default_factory=dict)
+    rules: tuple[NodeRule, ...] = RULES
+    context: ModelContext | None = None
+    node_ids: dict[str, list[int]] = field(default_factory=dict)  # label -> ids of the nodes with that label
 
 
-class WeightRanges:
-    def __init__(self) -> None:
-        self._cache: dict[int, WeightRange | None] = {}
-
-    def of(self, value: ir.Value) -> WeightRange | None:
-        key = id(value)
-        if key not in self._cache:
-            self._cache[key] = _measure(value)
-        return self._cache[key]
-
-
-def constant_tensor(value: ir.Value) -> ir.TensorProtocol | None:
-    """The tensor behind an initializer or a Constant node's output; None for computed values."""
-    if value.const_value is not None and (value.is_initializer() or value.producer() is None):
-        return value.const_value
-    producer = value.producer()
-    if producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
-        return producer.attributes["value"].value
-    return None
+def classify(
+    model: ir.Model,
+    index: GraphIndex,
+    types: ElementTypes,
+    options: ConversionOptions,
+    forced: Mapping[str, ForcedDecision] | None = None,
+    *,
+    rules: tuple[NodeRule, ...] = RULES,
+) -> ClassifyResult:
+    """Decide every non-free node that touches a float32 tensor; `forced`: the search's float32 nodes."""
+    return with_forced(classify_base(model, index, types, options, rules=rules), forced or {})
 
 
-def _measure(value: ir.Value) -> WeightRange | None:
-    tensor = constant_tensor(value)
-    if tensor is None or tensor.dtype != ir.DataType.FLOAT:
-        return None
-    array = tensor.numpy()
-    if array.size == 0:
-        return WeightRange(value.name or "", 0.0, False, False)
-    abs_max = float(np.max(np.abs(array)))
-    finite_max = abs_max if np.isfinite(abs_max) else float(np.max(np.abs(array[np.isfinite(array)]), initial=0.0))
-    return WeightRange(
-        name=value.name or "",
-        abs_max=abs_max,
-        overflows=finite_max > FP16_MAX,
-        all_underflow=0.0 < abs_max < FP16_UNDERFLOW,
-    )
-
-
-def classify(model: ir.Model, index: GraphIndex, types: ElementTypes, options: ConversionOptions) -> ClassifyResult:
-    """Decide every non-free node that touches a float32 tensor."""
-    result = ClassifyResult(PrecisionPlan())
-    ranges = result.ranges = WeightRanges()
-    opsets = model.opset_imports
-    op_blocks = set(options.op_block_list or [])
-    op_includes = set(options.op_include_list) if options.op_include_list is not None else None
+def classify_base(
+    model: ir.Model,
+    index: GraphIndex,
+    types: ElementTypes,
+    options: ConversionOptions,
+    *,
+    rules: tuple[NodeRule, ...] = RULES,
+) -> ClassifyResult:
+    """The plan with no node forced by the search (the rule that reads them never answers here)."""
+    context = ModelContext(model, index, types, options)
+    result = ClassifyResult(PrecisionPlan(), ranges=context.ranges, rules=rules, context=context)
+    decisions = result.plan.decisions
     labels = index.labels
     dtype_of = types.by_id  # plain dict lookups: this loop runs once per node of graphs with 100k+ nodes
     f32 = ir.DataType.FLOAT
+    chain = active_rules(rules, context)
     for node, graph_label in index.nodes:
         if is_free(node):
             continue
@@ -138,108 +99,86 @@ def classify(model: ir.Model, index: GraphIndex, types: ElementTypes, options: C
         out_types = [dtype_of.get(id(v)) for v in node.outputs]
         if f32 not in in_types and f32 not in out_types:
             continue
-        float_in = [i for (i, _), t in zip(inputs, in_types, strict=True) if t == f32]
-        float_out = [i for i, t in enumerate(out_types) if t == f32]
-
-        def decide(precision: Precision, rule: Rule, detail: str = "", *, node=node, graph_label=graph_label) -> None:
-            result.plan.decisions[id(node)] = NodeDecision(
-                labels[id(node)], node.op_type, node.domain, graph_label, precision, rule, detail
-            )
-
-        values = [v for _, v in inputs] + list(node.outputs)
-        if types.non_tensor and any(id(v) in types.non_tensor for v in values):
-            decide(Precision.FP32, Rule.NON_TENSOR_TYPE, "has sequence/optional/map inputs or outputs")
-            continue
-        unknown = [v.name for v, t in zip(values, in_types + out_types, strict=True) if t is None]
-        if unknown:
-            decide(Precision.FP32, Rule.UNKNOWN_TYPE, f"element type unknown for {', '.join(map(str, unknown))}")
-            continue
-        if id(node) in index.control_flow:
-            decide(Precision.FP32, Rule.CONTROL_FLOW, "inputs/outputs kept; body nodes converted on their own")
-            continue
-        version = opsets.get("" if node.domain == "ai.onnx" else node.domain)
-        signature = op_signatures.lookup(node.domain, node.op_type, version) if version is not None else None
-        if signature is None:
-            domain = node.domain or "ai.onnx"
-            decide(Precision.FP32, Rule.UNKNOWN_OP, f"no schema for {domain}::{node.op_type} at opset {version}")
-            continue
-        if options.node_blocks.match(node.name or ""):
-            decide(Precision.FP32, Rule.NODE_BLOCK_LIST, "name matches node_block_list")
-            continue
-        if node.op_type in op_blocks:
-            decide(Precision.FP32, Rule.OP_BLOCK_LIST, f"{node.op_type} is in op_block_list")
-            continue
-        if op_includes is not None and node.op_type not in op_includes:
-            decide(Precision.FP32, Rule.NOT_IN_OP_INCLUDE_LIST, f"{node.op_type} is not in op_include_list")
-            continue
-        if options.node_include_list is not None and not options.node_includes.match(node.name or ""):
-            decide(Precision.FP32, Rule.NOT_IN_NODE_INCLUDE_LIST, "name does not match node_include_list")
-            continue
-
-        forced = options.forced_fp32.get(labels[id(node)])
-        if forced is not None:
-            decide(Precision.FP32, forced[0], forced[1])
-            continue
-        domain = "" if node.domain == "ai.onnx" else node.domain
-        if (domain, node.op_type) in ORT_NO_FP16_KERNEL:
-            decide(Precision.FP32, Rule.NO_FP16_KERNEL, f"onnxruntime has no float16 kernel for {node.op_type}")
-            continue
-        tensor_attrs = _float_tensor_attributes(node) if node.attributes else []
-        if tensor_attrs:
-            decide(
-                Precision.FP32,
-                Rule.FLOAT_TENSOR_ATTRIBUTE,
-                f"float32 tensor attributes {', '.join(tensor_attrs)} must keep the type of the inputs",
-            )
-            continue
-        kept_float = ORT_FLOAT32_INPUTS.get((domain, node.op_type), frozenset())
-        in16 = frozenset(
-            i
-            for i in float_in
-            if (s := signature.input_slot(i)) is not None and s.allows_float16 and i not in kept_float
+        node_context = NodeContext(context, node, graph_label, inputs, in_types, out_types)
+        position, decision = first_answer(chain, node, node_context)
+        key = id(node)
+        decisions[key] = NodeDecision(
+            labels[key], node.op_type, node.domain, graph_label, decision.precision, decision.rule, decision.detail
         )
-        out16 = frozenset(i for i in float_out if (s := signature.output_slot(i)) is not None and s.allows_float16)
-        if not in16 and not out16:
-            decide(Precision.FP32, Rule.NO_FP16_IN_SCHEMA, f"{node.op_type} has no float16 type for its float tensors")
-            continue
-
-        overflow = underflow = None
-        clamped: list[tuple[ir.Value, WeightRange]] = []
-        for i in sorted(in16):
-            weight = ranges.of(node.inputs[i])
-            if weight is None:
-                continue
-            if weight.overflows:
-                if options.clamp_weights:
-                    clamped.append((node.inputs[i], weight))
-                else:
-                    overflow = weight
-                    break
-            elif weight.all_underflow:
-                underflow = weight
-                break
-        if overflow is not None:
-            decide(
-                Precision.FP32,
-                Rule.WEIGHT_OVERFLOW,
-                f"weight '{overflow.name}' has |value| up to {overflow.abs_max:.6g} > {FP16_MAX:g} (float16 max)",
-            )
-            continue
-        if underflow is not None:
-            decide(
-                Precision.FP32,
-                Rule.WEIGHT_UNDERFLOW,
-                f"weight '{underflow.name}' has |value| at most {underflow.abs_max:.3g} < {FP16_UNDERFLOW:.3g}: "
-                "float16 would lose over 1% of every value (subnormal or 0)",
-            )
-            continue
-        result.node_slots[id(node)] = in16
-        result.output_slots[id(node)] = out16
-        if clamped:
-            for value, weight in clamped:
-                result.clamped[id(value)] = weight
-            names = ", ".join(f"'{w.name}' (|max| {w.abs_max:.6g})" for _, w in clamped)
-            decide(Precision.FP16, Rule.WEIGHT_CLAMPED, f"clamped to ±{FP16_MAX:g}: {names}")
-        else:
-            decide(Precision.FP16, Rule.CONVERTED)
+        result.positions[key] = position
+        result.node_ids.setdefault(labels[key], []).append(key)
+        if decision.precision is Precision.FP16:
+            result.node_slots[key], result.output_slots[key] = node_context.fp16_slots()
+            if decision.clamped:
+                result.node_clamped[key] = decision.clamped
+                for value, weight in decision.clamped:
+                    result.clamped[id(value)] = weight
     return result
+
+
+def first_answer(chain: list[tuple[int, NodeRule]], node: ir.Node, context: NodeContext) -> tuple[int, Decision]:
+    """The first rule of `chain` ((position, rule) pairs) that answers for `node`, and its position."""
+    for position, rule in chain:
+        decision = rule(node, context)
+        if decision is not None:
+            return position, decision
+    raise AssertionError(f"no rule decided for {context.label}: the chain must end with `rules.converted`")
+
+
+def with_forced(base: ClassifyResult, forced: Mapping[str, ForcedDecision]) -> ClassifyResult:
+    """`base` with the search's forced nodes in float32, as if the whole chain had run with them."""
+    if not forced:
+        return base
+    if search_forced not in base.rules:
+        raise ValueError("forced nodes need a rule chain that holds rules.search_forced")
+    forced_position = base.rules.index(search_forced)
+    result = ClassifyResult(
+        PrecisionPlan(dict(base.plan.decisions)),
+        dict(base.node_slots),
+        dict(base.output_slots),
+        base.clamped,
+        base.ranges,
+        base.positions,
+        base.node_clamped,
+        base.rules,
+        base.context,
+        base.node_ids,
+    )
+    unclamped = False
+    decisions = result.plan.decisions
+    for label, record in forced.items():
+        for node_id in base.node_ids.get(label, ()):
+            if base.positions[node_id] < forced_position:
+                continue  # decided by a rule that comes before the search's
+            old = decisions[node_id]
+            decision = forced_decision(record)
+            decisions[node_id] = NodeDecision(
+                old.node, old.op_type, old.domain, old.graph, decision.precision, decision.rule, decision.detail
+            )
+            result.node_slots.pop(node_id, None)
+            result.output_slots.pop(node_id, None)
+            unclamped = unclamped or node_id in base.node_clamped
+    if unclamped:  # only the weights of float16 nodes are clamped
+        result.clamped = {
+            id(value): weight
+            for node_id, pairs in base.node_clamped.items()
+            if node_id in result.node_slots
+            for value, weight in pairs
+        }
+    return result
+
+
+__all__ = [
+    "FP16_MAX",
+    "FP16_MIN_NORMAL",
+    "FP16_UNDERFLOW",
+    "ClassifyResult",
+    "WeightRange",
+    "WeightRanges",
+    "classify",
+    "classify_base",
+    "constant_tensor",
+    "first_answer",
+    "is_free",
+    "with_forced",
+]

@@ -6,19 +6,14 @@ import argparse
 import sys
 
 from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.options import add_cli_flags
 
 
 def _convert(args: argparse.Namespace) -> int:
     from olive_fp16_pass.float16 import convert_float16
+    from olive_fp16_pass.options import options_from_cli
 
-    keep_io: bool | list[str] = args.keep_io_types if args.keep_io_types != ["all"] else True
-    result = convert_float16(
-        args.model,
-        keep_io_types=keep_io or False,
-        op_block_list=args.op_block_list,
-        node_block_list=args.node_block_list,
-        clamp_weights=args.clamp_weights,
-    )
+    result = convert_float16(args.model, **options_from_cli(args).to_dict())
     result.save(args.output)
     if args.report:
         from pathlib import Path
@@ -48,10 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     conv = sub.add_parser("convert", help="convert an ONNX model to float16")
     conv.add_argument("model")
     conv.add_argument("-o", "--output", required=True)
-    conv.add_argument("--keep-io-types", nargs="*", default=None, help="no names: keep all; else names to keep")
-    conv.add_argument("--op-block-list", nargs="*", default=None)
-    conv.add_argument("--node-block-list", nargs="*", default=None)
-    conv.add_argument("--clamp-weights", action="store_true")
+    add_cli_flags(conv)
     conv.add_argument("--report", help="write the JSON report here")
     conv.set_defaults(func=_convert)
     pkg = sub.add_parser("package-config", help="write Olive's package config plus our passes")
@@ -61,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("output_dir")
     rep.set_defaults(func=_report)
     args = parser.parse_args(argv)
-    if getattr(args, "keep_io_types", None) == []:
-        args.keep_io_types = ["all"]
     try:
         return args.func(args)
     except Float16Error as exc:

@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.model_io import has_external_data, load_model_file, save_model
-from olive_fp16_pass.options import ConversionOptions, NamePatterns
+from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.precision_plan import ForcedDecision
 from olive_fp16_pass.report import ConversionReport
 
 logger = logging.getLogger(__name__)
@@ -97,10 +99,16 @@ def convert_float16(
 
 
 def convert_with_options(
-    model: ModelLike | ir.Model, options: ConversionOptions, *, emulate: bool = False, check_runtime: bool = True
+    model: ModelLike | ir.Model,
+    options: ConversionOptions,
+    *,
+    forced: Mapping[str, ForcedDecision] | None = None,
+    emulate: bool = False,
+    check_runtime: bool = True,
 ):
     """The pipeline behind `convert_float16`; `emulate=True` builds the float32 storage-emulation model instead.
 
+    `forced`: nodes the mixed-precision search keeps in float32 (by label), each with its rule and detail.
     An `ir.Model` given here is converted in place (the search builds many candidates from one proto).
     """
     # The conversion allocates millions of small objects and frees none of them before it ends: the cyclic
@@ -109,13 +117,19 @@ def convert_with_options(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _convert(model, options, emulate, check_runtime)
+        return _convert(model, options, forced or {}, emulate, check_runtime)
     finally:
         if enabled:
             gc.enable()
 
 
-def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: bool, check_runtime: bool):
+def _convert(
+    model: ModelLike | ir.Model,
+    options: ConversionOptions,
+    forced: Mapping[str, ForcedDecision],
+    emulate: bool,
+    check_runtime: bool,
+):
     start = time.perf_counter()
     # A ModelProto without external data is edited as protobuf (emit_proto); anything else through onnx-ir.
     source_proto = model if isinstance(model, onnx.ModelProto) and not emulate else None
@@ -130,10 +144,7 @@ def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: b
 
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
-    node_names = {node.name for node, _ in index.nodes if node.name}
-    for patterns in (options.node_blocks, options.node_includes):
-        patterns.bind(node_names)
-    classified = classify_mod.classify(ir_model, index, types, options)
+    classified = classify_mod.classify(ir_model, index, types, options, forced)
     converted_proto = None
     if source_proto is not None:
         converted_proto, stats = emit_proto.emit(source_proto, ir_model, index, types, classified, options)
@@ -151,32 +162,11 @@ def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: b
         initializers_converted=stats.initializers_converted,
         constants_converted=stats.constants_converted,
         values_retyped=stats.values_retyped,
-        options={
-            "keep_io_types": options.keep_io_types,
-            "op_block_list": options.op_block_list,
-            "node_block_list": options.node_block_list,
-            "op_include_list": options.op_include_list,
-            "node_include_list": options.node_include_list,
-            "clamp_weights": options.clamp_weights,
-        },
+        options=options.to_dict(),
     )
-    for patterns in (options.node_blocks, options.node_includes):
-        unmatched = patterns.unmatched()
-        if unmatched:  # did they name nodes the rules never look at (Cast, Constant, integer-only ops)?
-            probe = NamePatterns(patterns.option, unmatched)
-            probe.bind(node_names)
-            for name in node_names:
-                probe.match(name)
-        for entry in unmatched:
-            if entry in probe.matched:
-                message = (
-                    f"{patterns.option}: '{entry}' names only nodes with no float32 computation of their own "
-                    "(Cast, Constant or integer ops, whose precision follows their consumers): nothing to do"
-                )
-            else:
-                message = f"{patterns.option}: '{entry}' matches no node name in the model"
-            report.warnings.append(message)
-            logger.warning(message)
+    for message in classified.context.option_warnings():
+        report.warnings.append(message)
+        logger.warning(message)
     if stats.values_retyped == 0 and not emulate:
         has_fp16 = any(d.precision.value == "fp16" for d in report.decisions)
         report.notes.append(

@@ -36,7 +36,7 @@ from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options
 from olive_fp16_pass.fusion_units import fusion_units
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import Precision, Rule
+from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
 from olive_fp16_pass.runtime import (
     SessionFactory,
     ValidationBackend,
@@ -69,7 +69,7 @@ class CriteriaNotMetError(Float16Error):
 
 @dataclass
 class Candidate:
-    forced: dict[str, tuple[Rule, str]]
+    forced: dict[str, ForcedDecision]
     passed: bool
     failures: list[str]
     errors: dict[str, OutputError] | None
@@ -162,9 +162,6 @@ class _Search:
         self.bar = tqdm(desc="mixed precision search", unit="candidate", disable=not progress, leave=False)
 
     # -- building and validating candidates --------------------------------------------------------------
-    def options(self, forced: dict[str, tuple[Rule, str]]) -> ConversionOptions:
-        return self.base.with_forced(forced)
-
     def build(self, forced, *, emulate: bool) -> ConversionResult:
         """The real (or emulated) candidate; the last real one is kept: the load check and the result share it."""
         key = (tuple(sorted(forced)), emulate)
@@ -172,7 +169,7 @@ class _Search:
             return self._built
         # check_runtime=False: the search's own sessions already prove onnxruntime loads this model.
         result = convert_with_options(
-            ir.serde.deserialize_model(self.proto), self.options(forced), emulate=emulate, check_runtime=False
+            ir.serde.deserialize_model(self.proto), self.base, forced=forced, emulate=emulate, check_runtime=False
         )
         self._built_key, self._built = key, result
         return result
@@ -193,7 +190,7 @@ class _Search:
         self.switch_session = self.sessions.session(self.switchable.model, emulation=True)
 
     def run_switch(self, forced, feeds, names: list[str]):
-        gates, classified = self.switchable.gates(self.options(forced))
+        gates, classified = self.switchable.gates(self.base, forced)
         gate_feed = self.switchable.gate_feed(gates)
         # I/O binding: session.run() validates every input name in Python, 38 ms a run with the thousands of
         # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
@@ -312,25 +309,27 @@ class _Search:
         self.reference_first = dict(zip(self.output_names, reference[0], strict=True))
         return reference, holdout_reference, abs_max
 
-    def range_rules(self, abs_max: dict[str, float], labels: list[str]) -> dict[str, tuple[Rule, str]]:
+    def range_rules(self, abs_max: dict[str, float], labels: list[str]) -> dict[str, ForcedDecision]:
         limit = FP16_MAX / self.overflow_margin
-        forced: dict[str, tuple[Rule, str]] = {}
+        forced: dict[str, ForcedDecision] = {}
         for node, label in zip(self.proto.graph.node, labels, strict=True):
             for name in [*node.input, *node.output]:
                 peak = abs_max.get(name)
                 if peak is None:
                     continue
                 if peak > limit:
-                    forced[label] = (
+                    forced[label] = ForcedDecision(
                         Rule.ACTIVATION_OVERFLOW,
                         f"tensor '{name}' reaches |{peak:.6g}| on validation data > {limit:g} "
                         f"(float16 max {FP16_MAX:g} / margin {self.overflow_margin:g})",
+                        Origin.RANGE,
                     )
                     break
                 if 0 < peak < FP16_UNDERFLOW and name in node.output:
-                    forced[label] = (
+                    forced[label] = ForcedDecision(
                         Rule.ACTIVATION_UNDERFLOW,
                         f"tensor '{name}' stays below {peak:.3g} on validation data: float16 would lose over 1% of it",
+                        Origin.RANGE,
                     )
                     break
         return forced
@@ -425,6 +424,7 @@ def auto_mixed_precision(
     node_block_list: list[str] | None = None,
     op_include_list: list[str] | None = None,
     node_include_list: list[str] | None = None,
+    clamp_weights: bool = False,
     holdout_fraction: float = 0.25,
     overflow_margin: float = 2.0,
     refine_budget: int = 64,
@@ -454,6 +454,7 @@ def auto_mixed_precision(
         node_block_list=node_block_list,
         op_include_list=op_include_list,
         node_include_list=node_include_list,
+        clamp_weights=clamp_weights,
     )
     if isinstance(model, onnx.ModelProto):
         proto = model
@@ -523,9 +524,11 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
         for member in unit:
             fused.setdefault(member, set()).update(unit)
     rules = search.range_rules(abs_max, labels)
-    for label, (rule, detail) in list(rules.items()):  # a fusion unit moves as a whole
+    for label, record in list(rules.items()):  # a fusion unit moves as a whole
         for member in sorted(fused.get(label, ()), key=lambda m: label_position.get(m, 0)):
-            rules.setdefault(member, (rule, f"fused with '{label}': {detail}"))
+            rules.setdefault(
+                member, ForcedDecision(record.rule, f"fused with '{label}': {record.detail}", Origin.FUSED, label)
+            )
 
     first = search.validate(rules, search.feeds, reference, "range rules", load_check=False)
     if first.passed:
@@ -541,7 +544,7 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
         for member in unit:
             group_of.setdefault(member, set()).update(unit)
 
-    def forced_for(prefix: list[str]) -> dict[str, tuple[Rule, str]]:
+    def forced_for(prefix: list[str]) -> dict[str, ForcedDecision]:
         forced = dict(rules)
         for label in prefix:
             for member in sorted(group_of.get(label, {label}), key=lambda m: label_position.get(m, 0)):
@@ -549,7 +552,9 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
                     detail = f"accuracy search: ranked #{rank_of[label] + 1} of {len(ranked)} by the error it adds"
                     if member != label:
                         detail += f" (moves with '{label}')"
-                    forced[member] = (Rule.ACCURACY, detail)
+                    forced[member] = ForcedDecision(
+                        Rule.ACCURACY, detail, Origin.ACCURACY, label if member != label else None
+                    )
         return forced
 
     results: dict[int, Candidate] = {}
@@ -590,7 +595,9 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
         if hi is None:
             everything = dict(forced_for(ranked))
             for label in labels:
-                everything.setdefault(label, (Rule.ACCURACY, "criteria not met with any float16 node"))
+                everything.setdefault(
+                    label, ForcedDecision(Rule.ACCURACY, "criteria not met with any float16 node", Origin.FALLBACK)
+                )
             last = search.validate(everything, search.feeds, reference, "all float32")
             notes.append(
                 "no candidate met the criteria; returned the candidate with every node in float32"
@@ -631,8 +638,8 @@ def _refine(search: _Search, best: Candidate, reference) -> Candidate:
     try is a run of the one gated session, not a new session.
     """
     forced = dict(best.forced)
-    accuracy = [m for m, (rule, _) in forced.items() if rule is Rule.ACCURACY]
-    fused = [m for m, (_, detail) in forced.items() if detail.startswith("fused with")]
+    accuracy = [m for m, record in forced.items() if record.origin is Origin.ACCURACY]
+    fused = [m for m, record in forced.items() if record.origin is Origin.FUSED]
     state = {"forced": forced, "best": best, "budget": search.refine_budget}
 
     def give_back(members: list[str]) -> None:

@@ -1,100 +1,90 @@
-"""Conversion options, validated up front so that a bad option fails before any work, naming the option."""
+"""The user options of a conversion, declared once; the API, both Olive passes, the CLI and the report derive
+theirs from this one dataclass.
+
+The options are frozen and hashable: one value describes what the user asked for, whatever the model, so the
+search can use it as a cache key and share it between candidates. Everything that depends on a model (which
+names matched, which op types exist) lives in the rule context of one conversion (rules.py), never here.
+Values are validated up front, with an error that names the option: `clamp_weights="false"` is a string, not
+a boolean, and must not silently clamp.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import re
-from collections.abc import Iterable, Sequence
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from olive_fp16_pass.errors import OptionError
 
-
-@dataclass
-class NamePatterns:
-    """Node names given by a user: each entry is an exact node name or a regular expression (full match).
-
-    An entry equal to a node's name matches that node (so names holding regex metacharacters, such as
-    `/block.0/Conv[1]`, match themselves); any other entry is a regular expression. Exact names are a set
-    lookup, so a block list naming half of a 100k-node graph costs O(N), not O(N x entries): matching every
-    name against every entry as a regex took 48 s on a 20k-node graph with 10k entries (bench/convert_speed.py).
-    Entries that match nothing are reported, never silently ignored.
-    """
-
-    option: str
-    entries: list[str]
-    matched: set[str] = field(default_factory=set, repr=False)
-    _exact: set[str] = field(default_factory=set, repr=False)
-    _regexes: list[tuple[str, re.Pattern]] = field(default_factory=list, repr=False)
-
-    def __post_init__(self) -> None:
-        for entry in self.entries:
-            if not isinstance(entry, str):
-                raise OptionError(f"{self.option}: entries must be strings, got {entry!r}")
-
-    def bind(self, node_names: set[str]) -> None:
-        """Split entries into exact names and regular expressions, given the model's node names."""
-        self._exact = {entry for entry in self.entries if entry in node_names}
-        self._regexes = []
-        self._literal_of: dict[str, str] = {}
-        for entry in self.entries:
-            if entry in self._exact:
-                continue
-            literal = re.sub(r"\\(.)", r"\1", entry)
-            if re.escape(literal) == entry and literal in node_names:
-                # re.escape(name): a regex that matches one name only; a set lookup, not a scan of every node
-                self._exact.add(literal)
-                self._literal_of[literal] = entry
-                continue
-            try:
-                self._regexes.append((entry, re.compile(entry)))
-            except re.error as exc:
-                raise OptionError(
-                    f"{self.option}: '{entry}' is not a valid regular expression ({exc}) and no node has that name"
-                ) from exc
-
-    def match(self, name: str) -> bool:
-        hit = name in self._exact
-        if hit:
-            self.matched.add(self._literal_of.get(name, name))
-        for entry, pattern in self._regexes:
-            if name and pattern.fullmatch(name):
-                self.matched.add(entry)
-                hit = True
-        return hit
-
-    def unmatched(self) -> list[str]:
-        return [entry for entry in self.entries if entry not in self.matched]
+# How an option reads on the command line: "names" (a list), "flag" (a boolean), "io" (no names: all).
+_NAMES, _FLAG, _IO = "names", "flag", "io"
 
 
-@dataclass
+def _option(default: Any, description: str, pass_type: Any, cli: str) -> Any:
+    return field(default=default, metadata={"description": description, "pass_type": pass_type, "cli": cli})
+
+
+@dataclass(frozen=True)
 class ConversionOptions:
-    keep_io_types: bool | list[str] = False
-    op_block_list: list[str] | None = None
-    node_block_list: list[str] | None = None
-    op_include_list: list[str] | None = None
-    node_include_list: list[str] | None = None
-    clamp_weights: bool = False
-    # Set by the mixed-precision search, not by users: node label -> (rule, detail) to keep in float32.
-    forced_fp32: dict[str, tuple[object, str]] = field(default_factory=dict)
+    """What the user asked for; validated and normalized (lists become tuples) when constructed."""
+
+    keep_io_types: bool | tuple[str, ...] = _option(
+        False,
+        "Keep model inputs/outputs in float32: true for all, or a list of input/output names.",
+        bool | list[str],
+        _IO,
+    )
+    op_block_list: tuple[str, ...] | None = _option(None, "Op types to keep in float32.", list[str], _NAMES)
+    node_block_list: tuple[str, ...] | None = _option(
+        None,
+        "Node names (exact, or regular expressions matching the whole name) to keep in float32.",
+        list[str],
+        _NAMES,
+    )
+    op_include_list: tuple[str, ...] | None = _option(
+        None, "Only these op types go to float16. Mutually exclusive with op_block_list.", list[str], _NAMES
+    )
+    node_include_list: tuple[str, ...] | None = _option(
+        None, "Only nodes whose names match go to float16. Mutually exclusive with node_block_list.", list[str], _NAMES
+    )
+    clamp_weights: bool = _option(
+        False,
+        "Clamp weights beyond ±65504 to the float16 range instead of keeping their nodes in float32. "
+        "Off by default: clamping silently changes what the model computes.",
+        bool,
+        _FLAG,
+    )
 
     def __post_init__(self) -> None:
+        if self.keep_io_types is not True and self.keep_io_types is not False:
+            object.__setattr__(self, "keep_io_types", _str_list("keep_io_types", self.keep_io_types))
+        for name in ("op_block_list", "node_block_list", "op_include_list", "node_include_list"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _str_list(name, value))
+        if not isinstance(self.clamp_weights, bool):
+            raise OptionError(f"clamp_weights: expected true or false, got {self.clamp_weights!r}")
         if self.op_block_list is not None and self.op_include_list is not None:
             raise OptionError("op_block_list and op_include_list are mutually exclusive: give one of them")
         if self.node_block_list is not None and self.node_include_list is not None:
             raise OptionError("node_block_list and node_include_list are mutually exclusive: give one of them")
-        if not isinstance(self.keep_io_types, bool):
-            self.keep_io_types = _str_list("keep_io_types", self.keep_io_types)
-        for name in ("op_block_list", "node_block_list", "op_include_list", "node_include_list"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, _str_list(name, value))
-        self.node_blocks = NamePatterns("node_block_list", self.node_block_list or [])
-        self.node_includes = NamePatterns("node_include_list", self.node_include_list or [])
 
-    def with_forced(self, forced: dict[str, tuple[object, str]]) -> ConversionOptions:
-        """The same user options with the search's forced float32 nodes (fresh name matchers)."""
-        return dataclasses.replace(self, forced_fp32=dict(forced))
+    # -- derived views ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | Any) -> ConversionOptions:
+        """From a dict or an object with these attributes (an Olive pass config); other keys are ignored."""
+        get = values.get if isinstance(values, Mapping) else lambda name, default: getattr(values, name, default)
+        return cls(**{f.name: get(f.name, f.default) for f in dataclasses.fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, as the report records them."""
+        return {
+            f.name: list(value) if isinstance(value := getattr(self, f.name), tuple) else value
+            for f in dataclasses.fields(self)
+        }
 
     def keeps_io(self, name: str) -> bool:
         if isinstance(self.keep_io_types, bool):
@@ -112,15 +102,66 @@ class ConversionOptions:
                     f"(inputs: {', '.join(inputs) or '-'}; outputs: {', '.join(outputs) or '-'})"
                 )
 
+    def op_type_warnings(self, op_types: Iterable[str]) -> list[str]:
+        """Entries of the op lists that name no op type of the model (a typo such as "Matmul" blocks nothing)."""
+        present = set(op_types)
+        messages = []
+        for option in ("op_block_list", "op_include_list"):
+            for entry in getattr(self, option) or ():
+                if entry in present:
+                    continue
+                close = [t for t in present if t.lower() == entry.lower()] or difflib.get_close_matches(
+                    entry, sorted(present), n=1
+                )
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                messages.append(f"{option}: '{entry}' matches no op type in the model{hint}")
+        return messages
 
-def _str_list(option: str, value: Iterable[str] | str) -> list[str]:
+
+OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ConversionOptions))
+
+
+def pass_params() -> dict[str, dict[str, Any]]:
+    """Name -> (type, default, description) of every option, for the Olive passes' PassConfigParams."""
+    return {
+        f.name: {"type_": f.metadata["pass_type"], "default_value": f.default, "description": f.metadata["description"]}
+        for f in dataclasses.fields(ConversionOptions)
+    }
+
+
+def add_cli_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--flag` per option (`--keep-io-types` with no names keeps them all)."""
+    for f in dataclasses.fields(ConversionOptions):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata["description"]
+        if f.metadata["cli"] == _FLAG:
+            parser.add_argument(flag, action="store_true", help=help_text)
+        elif f.metadata["cli"] == _IO:
+            parser.add_argument(flag, nargs="*", default=None, help="no names: keep all; else names to keep")
+        else:
+            parser.add_argument(flag, nargs="*", default=None, help=help_text)
+
+
+def options_from_cli(args: argparse.Namespace) -> ConversionOptions:
+    values = {name: getattr(args, name) for name in OPTION_NAMES}
+    keep = values["keep_io_types"]
+    values["keep_io_types"] = False if keep is None else (True if keep in ([], ["all"]) else keep)
+    return ConversionOptions(**values)
+
+
+def _str_list(option: str, value: Iterable[str] | str) -> tuple[str, ...]:
     if isinstance(value, str):
         raise OptionError(f"{option}: expected a list of strings, got the string {value!r} (write [{value!r}])")
     try:
-        items = list(value)
+        items = tuple(value)
     except TypeError as exc:
         raise OptionError(f"{option}: expected a list of strings, got {type(value).__name__}") from exc
     for item in items:
         if not isinstance(item, str):
             raise OptionError(f"{option}: entries must be strings, got {item!r}")
+        if not item:
+            raise OptionError(f"{option}: entries must be non-empty strings")
     return items
+
+
+__all__ = ["OPTION_NAMES", "ConversionOptions", "add_cli_flags", "options_from_cli", "pass_params"]

@@ -55,6 +55,28 @@ class NodeDecision:
         return data
 
 
+class Origin(str, Enum):
+    """Which stage of the mixed-precision search forced a node into float32."""
+
+    RANGE = "range"  # a tensor it reads or writes leaves float16's range on the validation data
+    FUSED = "fused"  # moves with a node of its fusion unit that a range rule forced
+    ACCURACY = "accuracy"  # the accuracy search's ranking (alone, or moving with its unit)
+    FALLBACK = "fallback"  # no candidate met the criteria: every node in float32
+
+
+@dataclass(frozen=True)
+class ForcedDecision:
+    """One node the search keeps in float32: the rule and detail the report shows, and where it came from.
+
+    `moves_with` is the label of the node whose unit brought this one along (None when forced for itself).
+    """
+
+    rule: Rule
+    detail: str
+    origin: Origin
+    moves_with: str | None = None
+
+
 @dataclass
 class PrecisionPlan:
     """Node decisions keyed by `id(node)`; nodes with no float32 tensor are not in the plan."""

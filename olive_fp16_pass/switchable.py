@@ -10,15 +10,19 @@ final model (`convert.assign_precisions`), so the emulation cannot drift from th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
 from olive_fp16_pass import element_types
+from olive_fp16_pass.classify import FP16_MAX
 from olive_fp16_pass.convert import F16, F32, _Names, assign_precisions, insert_rounding
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.precision_plan import ForcedDecision
 
 GATES = "olive_fp16_gates"
 
@@ -115,8 +119,12 @@ class SwitchableEmulation:
         """The float16-rounded copy of `value`: an initializer of its own for constants, else two Casts."""
         base = value.name or "tensor"
         if value.is_initializer() and value.producer() is None and value.const_value is not None:
+            data = value.const_value.numpy()
+            # A finite weight beyond ±65504 is float16 only when `clamp_weights` clamps it: emulate the clamp
+            # (infinities stay infinities, as in the converted model).
+            data = np.where(np.isfinite(data), np.clip(data, -FP16_MAX, FP16_MAX), data)
             with np.errstate(over="ignore"):
-                data = value.const_value.numpy().astype(np.float16).astype(np.float32)
+                data = data.astype(np.float16).astype(np.float32)
             rounded = ir.Value(
                 name=names.fresh(f"{base}_r"), type=ir.TensorType(F32), shape=value.shape, const_value=ir.Tensor(data)
             )
@@ -124,61 +132,27 @@ class SwitchableEmulation:
             return rounded
         return insert_rounding(value, names, first_nodes)
 
-    def _classify(self, options: ConversionOptions) -> classify_mod.ClassifyResult:
-        """Classify once without the search's forced nodes, then per candidate only move those to float32.
+    def _classify(
+        self, options: ConversionOptions, forced: Mapping[str, ForcedDecision]
+    ) -> classify_mod.ClassifyResult:
+        """Classify once without the search's forced nodes, then per candidate only lay those over it.
 
-        Candidates differ only in `forced_fp32`; re-running every rule per candidate was half the search time
-        on a 300-node encoder (bench/amp_speed.py)."""
-        key = repr(
-            (
-                options.keep_io_types,
-                options.op_block_list,
-                options.node_block_list,
-                options.op_include_list,
-                options.node_include_list,
-                options.clamp_weights,
-            )
-        )
-        if getattr(self, "_base_key", None) != key:
-            base = options.with_forced({})
-            node_names = {node.name for node, _ in self.index.nodes if node.name}
-            for patterns in (base.node_blocks, base.node_includes):
-                patterns.bind(node_names)
-            self._base = classify_mod.classify(self.analysis, self.index, self.types, base)
-            self._base_key = key
-            self._node_of_label = {label: node_id for node_id, label in self.index.labels.items()}
-        base = self._base
-        result = classify_mod.ClassifyResult(
-            classify_mod.PrecisionPlan(dict(base.plan.decisions)),
-            dict(base.node_slots),
-            dict(base.output_slots),
-            base.clamped,
-            base.ranges,
-        )
-        for label, (rule, detail) in options.forced_fp32.items():
-            node_id = self._node_of_label.get(label)
-            decision = result.plan.decisions.get(node_id)
-            if decision is None or decision.precision is classify_mod.Precision.FP32:
-                continue  # not a float node, or already float32 for a rule that comes first
-            result.plan.decisions[node_id] = classify_mod.NodeDecision(
-                decision.node,
-                decision.op_type,
-                decision.domain,
-                decision.graph,
-                classify_mod.Precision.FP32,
-                rule,
-                detail,
-            )
-            result.node_slots.pop(node_id, None)
-            result.output_slots.pop(node_id, None)
-        return result
+        Candidates differ only in `forced`; re-running every rule per candidate was half the search time
+        on a 300-node encoder (bench/amp_speed.py). `classify.with_forced` reads the rule order off
+        `rules.RULES`, so this gives what the Float16 conversion of the candidate gives."""
+        if getattr(self, "_base_options", None) != options:
+            self._base = classify_mod.classify_base(self.analysis, self.index, self.types, options)
+            self._base_options = options
+        return classify_mod.with_forced(self._base, forced)
 
     def gate_feed(self, gates: np.ndarray) -> dict[str, np.ndarray]:
         return {name: np.array(bool(g)) for name, g in zip(self.gate_names, gates, strict=True)}
 
-    def gates(self, options: ConversionOptions) -> tuple[np.ndarray, classify_mod.ClassifyResult]:
-        """The gate vector of the candidate that `options` describe (and its classification, for reports)."""
-        classified = self._classify(options)
+    def gates(
+        self, options: ConversionOptions, forced: Mapping[str, ForcedDecision] | None = None
+    ) -> tuple[np.ndarray, classify_mod.ClassifyResult]:
+        """The gate vector of the candidate that `options` and `forced` describe (and its classification)."""
+        classified = self._classify(options, forced or {})
         assignment = assign_precisions(self.analysis, self.index, self.types, classified, options)
         gates = np.zeros(len(self.edge_index), np.bool_)
         for value in assignment.float_values:

@@ -19,46 +19,21 @@ from olive.passes import Pass
 from olive.passes.onnx.common import get_external_data_config, ir_model_to_olive_model
 from olive.passes.pass_config import BasePassConfig, PassConfigParam
 
+from olive_fp16_pass.options import ConversionOptions, pass_params
+
 logger = logging.getLogger(__name__)
 
 REPORT_SUFFIX = ".fp16_report.json"
 
 
 def float16_config_params() -> dict[str, PassConfigParam]:
-    """Options shared by the Float16 and auto-mixed-precision passes."""
-    return {
-        "keep_io_types": PassConfigParam(
-            type_=bool | list[str],
-            default_value=False,
-            description="Keep model inputs/outputs in float32: true for all, or a list of input/output names.",
-        ),
-        "op_block_list": PassConfigParam(
-            type_=list[str], default_value=None, description="Op types to keep in float32."
-        ),
-        "op_include_list": PassConfigParam(
-            type_=list[str],
-            default_value=None,
-            description="Only these op types go to float16. Mutually exclusive with op_block_list.",
-        ),
-        "node_block_list": PassConfigParam(
-            type_=list[str],
-            default_value=None,
-            description="Node names (exact, or regular expressions matching the whole name) to keep in float32.",
-        ),
-        "node_include_list": PassConfigParam(
-            type_=list[str],
-            default_value=None,
-            description="Only nodes whose names match go to float16. Mutually exclusive with node_block_list.",
-        ),
-        "clamp_weights": PassConfigParam(
-            type_=bool,
-            default_value=False,
-            description=(
-                "Clamp weights beyond ±65504 to the float16 range instead of keeping their nodes in float32. "
-                "Off by default: clamping silently changes what the model computes."
-            ),
-        ),
-    }
+    """Options shared by the Float16 and auto-mixed-precision passes, derived from `ConversionOptions`."""
+    return {name: PassConfigParam(**spec) for name, spec in pass_params().items()}
+
+
+def conversion_options(config) -> ConversionOptions:
+    """The user options of a pass run, read off its config by the option names."""
+    return ConversionOptions.from_mapping(config)
 
 
 def write_report(report_dict: dict, model_path: str | Path) -> Path:
@@ -99,14 +74,6 @@ class OnnxFloat16(Pass):
 
         output_model_path = resolve_onnx_path(output_model_path, Path(model.model_path).name)
         # A path, not a loaded proto: external data then stays memory-mapped until it is converted.
-        result = convert_float16(
-            model.model_path,
-            keep_io_types=config.keep_io_types,
-            op_block_list=config.op_block_list,
-            node_block_list=config.node_block_list,
-            op_include_list=config.op_include_list,
-            node_include_list=config.node_include_list,
-            clamp_weights=config.clamp_weights,
-        )
+        result = convert_float16(model.model_path, **conversion_options(config).to_dict())
         logger.info("OnnxFloat16: %s", result.report.summary())
         return to_olive_model(result, model, output_model_path, config)

@@ -18,7 +18,7 @@ from olive.passes import Pass
 from olive.passes.onnx.common import get_external_data_config
 from olive.passes.pass_config import BasePassConfig, ParamCategory, PassConfigParam, get_user_script_data_config
 
-from olive_fp16_pass.olive.float16_pass import float16_config_params, to_olive_model
+from olive_fp16_pass.olive.float16_pass import conversion_options, float16_config_params, to_olive_model
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +118,7 @@ class OnnxAutoMixedPrecision(Pass):
             per_output=config.per_output,
             provider=provider,
             strict=config.strict,
-            keep_io_types=config.keep_io_types,
-            op_block_list=config.op_block_list,
-            node_block_list=config.node_block_list,
-            op_include_list=config.op_include_list,
-            node_include_list=config.node_include_list,
+            **conversion_options(config).to_dict(),
             holdout_fraction=config.holdout_fraction,
             overflow_margin=config.overflow_margin,
             refine_budget=config.refine_budget,

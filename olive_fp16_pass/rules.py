@@ -1,0 +1,388 @@
+"""The rules that decide, node by node, whether a node may run in float16, each a small function.
+
+A rule reads one node and its context and answers a `Decision` (a precision, the rule that decided, the
+detail the report shows) or None to let the next rule decide. `RULES` is THE order: the first rule that
+answers decides, and the classifier (classify.py), the Float16 conversion, the mixed-precision search and its
+gated emulation all use this tuple, so a node has one reason whichever path asks. A new rule is one function
+inserted at its place in the tuple; each rule has a unit test of its own (tests/test_rules.py).
+
+The order, and why:
+  structure   non-tensor values, unknown element types, control-flow interfaces, ops with no schema: nothing
+              can be said about such nodes, so they come first and nothing overrides them;
+  user lists  node/op block and include lists: what the user asked for comes before any measurement;
+  search      nodes the mixed-precision search forces into float32 (it never overrides the rules above);
+  kernels     ops onnxruntime cannot run with float16 inputs, float32 tensor attributes;
+  schema      the op's schema has no float16 type for its float tensors;
+  ranges      a weight beyond float16's range (or clamped with `clamp_weights`), or entirely subnormal;
+  converted   everything else runs in float16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from olive_fp16_pass import op_signatures
+from olive_fp16_pass.element_types import ElementTypes
+from olive_fp16_pass.graph_walk import GraphIndex
+from olive_fp16_pass.name_match import NamePatterns
+from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.precision_plan import ForcedDecision, Precision, Rule
+from olive_fp16_pass.weight_ranges import FP16_MAX, FP16_UNDERFLOW, WeightRange, WeightRanges
+
+F32 = ir.DataType.FLOAT
+
+# Inputs the schema allows in float16 but onnxruntime's kernels only register in float32: converting them
+# makes a model that passes the checker but fails to load (onnxconverter-common #272, #207).
+ORT_FLOAT32_INPUTS: dict[tuple[str, str], frozenset[int]] = {
+    ("", "Resize"): frozenset({1, 2}),  # roi, scales
+    ("", "Upsample"): frozenset({1}),  # scales
+}
+
+# Ops onnxruntime has no float16 kernel for AND whose ONNX function body (ORT's fallback) uses float32
+# constants, so a float16 input makes the session fail: "Type parameter (T) of Optype (Add) bound to different
+# types" (found by bench/conformance.py on test_mvn; onnxconverter-common and ORT's converter fail it too).
+ORT_NO_FP16_KERNEL: frozenset[tuple[str, str]] = frozenset({("", "MeanVarianceNormalization")})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A rule's answer for one node. `clamped`: the weights a float16 node reads clamped to ±65504."""
+
+    precision: Precision
+    rule: Rule
+    detail: str = ""
+    clamped: tuple[tuple[ir.Value, WeightRange], ...] = ()
+
+
+def keep_fp32(rule: Rule, detail: str) -> Decision:
+    return Decision(Precision.FP32, rule, detail)
+
+
+class ModelContext:
+    """What the rules may read about the model being converted, built once per conversion.
+
+    It holds the per-model state the options must not: the name matchers bound to this model's node names
+    (which remember which entries matched), the weight ranges, and the search's forced nodes.
+    """
+
+    def __init__(
+        self,
+        model: ir.Model,
+        index: GraphIndex,
+        types: ElementTypes,
+        options: ConversionOptions,
+        *,
+        ranges: WeightRanges | None = None,
+        forced: Mapping[str, ForcedDecision] | None = None,
+    ) -> None:
+        self.model = model
+        self.index = index
+        self.types = types
+        self.options = options
+        self.opsets = model.opset_imports
+        self.node_names = {node.name for node, _ in index.nodes if node.name}
+        self.node_blocks = NamePatterns("node_block_list", options.node_block_list or (), self.node_names)
+        self.node_includes = (
+            NamePatterns("node_include_list", options.node_include_list, self.node_names)
+            if options.node_include_list is not None
+            else None
+        )
+        self.op_blocks = frozenset(options.op_block_list or ())
+        self.op_includes = frozenset(options.op_include_list) if options.op_include_list is not None else None
+        self.ranges = ranges if ranges is not None else WeightRanges()
+        self.forced: Mapping[str, ForcedDecision] = forced or {}
+
+    def option_warnings(self) -> list[str]:
+        """Entries of the user's lists that matched nothing: said in the report, never silently ignored."""
+        messages: list[str] = []
+        for patterns in (self.node_blocks, self.node_includes):
+            unmatched = patterns.unmatched() if patterns is not None else []
+            if not unmatched:
+                continue
+            # did they name nodes the rules never look at (Cast, Constant, integer-only ops)?
+            probe = NamePatterns(patterns.option, unmatched, self.node_names)
+            for name in self.node_names:
+                probe.match(name)
+            for entry in unmatched:
+                if entry in probe.matched:
+                    messages.append(
+                        f"{patterns.option}: '{entry}' names only nodes with no float32 computation of their own "
+                        "(Cast, Constant or integer ops, whose precision follows their consumers): nothing to do"
+                    )
+                else:
+                    messages.append(f"{patterns.option}: '{entry}' matches no node name in the model")
+        return messages
+
+
+class NodeContext:
+    """One node's facts, computed once and shared by the rules that ask (schema lookups are lazy)."""
+
+    __slots__ = ("_fp16", "_signature", "domain", "graph", "in_types", "inputs", "label", "model", "node", "out_types")
+
+    def __init__(
+        self,
+        model: ModelContext,
+        node: ir.Node,
+        graph: str,
+        inputs: list[tuple[int, ir.Value]],
+        in_types: list[ir.DataType | None],
+        out_types: list[ir.DataType | None],
+    ) -> None:
+        self.model = model
+        self.node = node
+        self.label = model.index.labels[id(node)]
+        self.graph = graph  # path of the node's graph: "main", "main/If_3/then_branch"
+        self.inputs = inputs  # (slot, value) of the inputs that are present
+        self.in_types = in_types
+        self.out_types = out_types
+        # the node's domain with "ai.onnx" spelled "" (the two name the same default domain)
+        self.domain = "" if node.domain == "ai.onnx" else node.domain
+        self._signature: op_signatures.OpSignature | bool | None = False
+        self._fp16: tuple[frozenset[int], frozenset[int]] | None = None
+
+    @classmethod
+    def of(cls, model: ModelContext, node: ir.Node, graph: str) -> NodeContext:
+        """The context of any node (for tests and user code; the classifier builds it in its hot loop)."""
+        inputs = [(i, v) for i, v in enumerate(node.inputs) if v is not None]
+        dtype_of = model.types.by_id
+        return cls(
+            model,
+            node,
+            graph,
+            inputs,
+            [dtype_of.get(id(v)) for _, v in inputs],
+            [dtype_of.get(id(v)) for v in node.outputs],
+        )
+
+    @property
+    def opset(self) -> int | None:
+        return self.model.opsets.get(self.domain)
+
+    @property
+    def signature(self) -> op_signatures.OpSignature | None:
+        if self._signature is False:
+            version = self.opset
+            node = self.node
+            self._signature = op_signatures.lookup(node.domain, node.op_type, version) if version is not None else None
+        return self._signature
+
+    def fp16_slots(self) -> tuple[frozenset[int], frozenset[int]]:
+        """Input and output slots that may go float16: float32 now, float16 allowed by the schema and by
+        onnxruntime's kernels."""
+        if self._fp16 is None:
+            signature = self.signature
+            kept_float = ORT_FLOAT32_INPUTS.get((self.domain, self.node.op_type), frozenset())
+            inputs = frozenset(
+                i
+                for (i, _), t in zip(self.inputs, self.in_types, strict=True)
+                if t == F32 and (s := signature.input_slot(i)) is not None and s.allows_float16 and i not in kept_float
+            )
+            outputs = frozenset(
+                i
+                for i, t in enumerate(self.out_types)
+                if t == F32 and (s := signature.output_slot(i)) is not None and s.allows_float16
+            )
+            self._fp16 = (inputs, outputs)
+        return self._fp16
+
+
+NodeRule = Callable[[ir.Node, NodeContext], Decision | None]
+
+
+# -- structure --------------------------------------------------------------------------------------------------
+def non_tensor_type(node: ir.Node, context: NodeContext) -> Decision | None:
+    """Sequence/optional/map values: the converter retypes tensors only."""
+    non_tensor = context.model.types.non_tensor
+    if non_tensor and any(id(v) in non_tensor for v in (*(v for _, v in context.inputs), *node.outputs)):
+        return keep_fp32(Rule.NON_TENSOR_TYPE, "has sequence/optional/map inputs or outputs")
+    return None
+
+
+def unknown_type(node: ir.Node, context: NodeContext) -> Decision | None:
+    """A value whose element type inference could not tell: converting it would be a guess."""
+    if None not in context.in_types and None not in context.out_types:
+        return None
+    values = [v for _, v in context.inputs] + list(node.outputs)
+    unknown = [v.name for v, t in zip(values, context.in_types + context.out_types, strict=True) if t is None]
+    return keep_fp32(Rule.UNKNOWN_TYPE, f"element type unknown for {', '.join(map(str, unknown))}")
+
+
+def control_flow(node: ir.Node, context: NodeContext) -> Decision | None:
+    """If/Loop/Scan keep their interface; their body nodes are classified on their own."""
+    if id(node) in context.model.index.control_flow:
+        return keep_fp32(Rule.CONTROL_FLOW, "inputs/outputs kept; body nodes converted on their own")
+    return None
+
+
+def unknown_op(node: ir.Node, context: NodeContext) -> Decision | None:
+    """No schema at the model's opset: which tensors may be float16 is unknown."""
+    if context.signature is None:
+        domain = node.domain or "ai.onnx"
+        return keep_fp32(Rule.UNKNOWN_OP, f"no schema for {domain}::{node.op_type} at opset {context.opset}")
+    return None
+
+
+# -- user lists ---------------------------------------------------------------------------------------------------
+def node_block_list(node: ir.Node, context: NodeContext) -> Decision | None:
+    if context.model.node_blocks.match(node.name or ""):
+        return keep_fp32(Rule.NODE_BLOCK_LIST, "name matches node_block_list")
+    return None
+
+
+def op_block_list(node: ir.Node, context: NodeContext) -> Decision | None:
+    if node.op_type in context.model.op_blocks:
+        return keep_fp32(Rule.OP_BLOCK_LIST, f"{node.op_type} is in op_block_list")
+    return None
+
+
+def op_include_list(node: ir.Node, context: NodeContext) -> Decision | None:
+    includes = context.model.op_includes
+    if includes is not None and node.op_type not in includes:
+        return keep_fp32(Rule.NOT_IN_OP_INCLUDE_LIST, f"{node.op_type} is not in op_include_list")
+    return None
+
+
+def node_include_list(node: ir.Node, context: NodeContext) -> Decision | None:
+    includes = context.model.node_includes
+    if includes is not None and not includes.match(node.name or ""):
+        return keep_fp32(Rule.NOT_IN_NODE_INCLUDE_LIST, "name does not match node_include_list")
+    return None
+
+
+# -- the search ---------------------------------------------------------------------------------------------------
+def search_forced(node: ir.Node, context: NodeContext) -> Decision | None:
+    """Nodes the mixed-precision search keeps in float32, with its own rule and detail."""
+    forced = context.model.forced.get(context.label)
+    return forced_decision(forced) if forced is not None else None
+
+
+def forced_decision(forced: ForcedDecision) -> Decision:
+    return keep_fp32(forced.rule, forced.detail)
+
+
+# -- kernels ------------------------------------------------------------------------------------------------------
+def no_fp16_kernel(node: ir.Node, context: NodeContext) -> Decision | None:
+    if (context.domain, node.op_type) in ORT_NO_FP16_KERNEL:
+        return keep_fp32(Rule.NO_FP16_KERNEL, f"onnxruntime has no float16 kernel for {node.op_type}")
+    return None
+
+
+def float_tensor_attribute(node: ir.Node, context: NodeContext) -> Decision | None:
+    """Tensor attributes holding float32 data (TreeEnsemble's nodes_splits...) must match the input type."""
+    if not node.attributes:
+        return None
+    names = []
+    for name, attr in node.attributes.items():
+        if attr.type == ir.AttributeType.TENSOR:
+            tensors = [attr.value] if attr.value is not None else []
+        elif attr.type == ir.AttributeType.TENSORS:
+            tensors = list(attr.value)
+        else:
+            continue
+        if any(t.dtype == ir.DataType.FLOAT for t in tensors):
+            names.append(name)
+    if names:
+        return keep_fp32(
+            Rule.FLOAT_TENSOR_ATTRIBUTE,
+            f"float32 tensor attributes {', '.join(names)} must keep the type of the inputs",
+        )
+    return None
+
+
+# -- schema -------------------------------------------------------------------------------------------------------
+def no_fp16_in_schema(node: ir.Node, context: NodeContext) -> Decision | None:
+    inputs, outputs = context.fp16_slots()
+    if not inputs and not outputs:
+        return keep_fp32(Rule.NO_FP16_IN_SCHEMA, f"{node.op_type} has no float16 type for its float tensors")
+    return None
+
+
+# -- ranges -------------------------------------------------------------------------------------------------------
+def weight_range(node: ir.Node, context: NodeContext) -> Decision | None:
+    """A constant input beyond ±65504 keeps the node in float32 (or is clamped, with `clamp_weights`); one whose
+    every value is subnormal in float16 too. The first such input, in slot order, is the one reported."""
+    ranges = context.model.ranges
+    clamp = context.model.options.clamp_weights
+    clamped: list[tuple[ir.Value, WeightRange]] = []
+    for i in sorted(context.fp16_slots()[0]):
+        weight = ranges.of(node.inputs[i])
+        if weight is None:
+            continue
+        if weight.overflows:
+            if not clamp:
+                return keep_fp32(
+                    Rule.WEIGHT_OVERFLOW,
+                    f"weight '{weight.name}' has |value| up to {weight.abs_max:.6g} > {FP16_MAX:g} (float16 max)",
+                )
+            clamped.append((node.inputs[i], weight))
+        elif weight.all_underflow:
+            return keep_fp32(
+                Rule.WEIGHT_UNDERFLOW,
+                f"weight '{weight.name}' has |value| at most {weight.abs_max:.3g} < {FP16_UNDERFLOW:.3g}: "
+                "float16 would lose over 1% of every value (subnormal or 0)",
+            )
+    if clamped:
+        names = ", ".join(f"'{w.name}' (|max| {w.abs_max:.6g})" for _, w in clamped)
+        return Decision(Precision.FP16, Rule.WEIGHT_CLAMPED, f"clamped to ±{FP16_MAX:g}: {names}", tuple(clamped))
+    return None
+
+
+def converted(node: ir.Node, context: NodeContext) -> Decision | None:
+    """No rule objected: the node runs in float16."""
+    return Decision(Precision.FP16, Rule.CONVERTED)
+
+
+# Rules that cannot answer for any node of a model, given its context: the classifier leaves them out of its
+# loop over that model (a 20k-node graph runs 14 rules per node: skipping the idle ones kept the refactored
+# chain as fast as the inline one it replaced). Positions in the chain are unchanged.
+IDLE_WHEN: dict[NodeRule, Callable[[ModelContext], bool]] = {
+    non_tensor_type: lambda m: not m.types.non_tensor,
+    control_flow: lambda m: not m.index.control_flow,
+    node_block_list: lambda m: not m.node_blocks.entries,
+    op_block_list: lambda m: not m.op_blocks,
+    op_include_list: lambda m: m.op_includes is None,
+    node_include_list: lambda m: m.node_includes is None,
+    search_forced: lambda m: not m.forced,
+}
+
+
+def active_rules(rules: tuple[NodeRule, ...], model: ModelContext) -> list[tuple[int, NodeRule]]:
+    """(position, rule) of the rules of `rules` that may answer for some node of this model."""
+    return [(position, rule) for position, rule in enumerate(rules) if not IDLE_WHEN.get(rule, _never)(model)]
+
+
+def _never(model: ModelContext) -> bool:
+    return False
+
+
+RULES: tuple[NodeRule, ...] = (
+    non_tensor_type,
+    unknown_type,
+    control_flow,
+    unknown_op,
+    node_block_list,
+    op_block_list,
+    op_include_list,
+    node_include_list,
+    search_forced,
+    no_fp16_kernel,
+    float_tensor_attribute,
+    no_fp16_in_schema,
+    weight_range,
+    converted,
+)
+
+
+__all__ = [
+    "RULES",
+    "Decision",
+    "ModelContext",
+    "NodeContext",
+    "NodeRule",
+    "active_rules",
+    "converted",
+    "keep_fp32",
+]

@@ -1,0 +1,74 @@
+"""Float16's limits, and the range of every constant tensor measured once per model.
+
+A constant read by many nodes (a shared embedding, a mask) is measured once however many nodes and
+candidates ask about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+FP16_MAX = 65504.0
+# Below 2**-14 float16 values are subnormal, with a fixed step of 2**-24, so the rounding error of a value v is
+# up to 2**-25 / v relative. A tensor whose LARGEST |value| is below FP16_UNDERFLOW (~3e-6) loses more than 1%
+# even there (and values under 2**-25 become 0). Above it the tensor survives: LayerNorm's eps of 1e-5 is
+# stored within 0.3%, and flagging it (an earlier threshold of 2**-14) kept every LayerNorm's Add(eps) in
+# float32 for nothing (bench/amp_speed.py, enc300: 14 needless float32 nodes).
+FP16_MIN_NORMAL = 2.0**-14
+FP16_UNDERFLOW = 2.0**-25 / 0.01
+
+
+@dataclass
+class WeightRange:
+    """Range of a constant tensor, measured once however many nodes read it."""
+
+    name: str
+    abs_max: float
+    overflows: bool
+    all_underflow: bool
+
+
+class WeightRanges:
+    """Cache of `WeightRange` by value, shared by every candidate of a search."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, WeightRange | None] = {}
+
+    def of(self, value: ir.Value) -> WeightRange | None:
+        key = id(value)
+        if key not in self._cache:
+            self._cache[key] = _measure(value)
+        return self._cache[key]
+
+
+def constant_tensor(value: ir.Value) -> ir.TensorProtocol | None:
+    """The tensor behind an initializer or a Constant node's output; None for computed values."""
+    if value.const_value is not None and (value.is_initializer() or value.producer() is None):
+        return value.const_value
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
+        return producer.attributes["value"].value
+    return None
+
+
+def _measure(value: ir.Value) -> WeightRange | None:
+    tensor = constant_tensor(value)
+    if tensor is None or tensor.dtype != ir.DataType.FLOAT:
+        return None
+    array = tensor.numpy()
+    if array.size == 0:
+        return WeightRange(value.name or "", 0.0, False, False)
+    abs_max = float(np.max(np.abs(array)))
+    finite_max = abs_max if np.isfinite(abs_max) else float(np.max(np.abs(array[np.isfinite(array)]), initial=0.0))
+    return WeightRange(
+        name=value.name or "",
+        abs_max=abs_max,
+        overflows=finite_max > FP16_MAX,
+        all_underflow=0.0 < abs_max < FP16_UNDERFLOW,
+    )
+
+
+__all__ = ["FP16_MAX", "FP16_MIN_NORMAL", "FP16_UNDERFLOW", "WeightRange", "WeightRanges", "constant_tensor"]

@@ -1,0 +1,305 @@
+"""Each rule of the chain on its own: it answers for the node it is about, and stays silent otherwise.
+
+Shaped like ModelOpt's per-rule node-classifier tests: one tiny real model per rule, the rule called
+directly with the context the classifier would give it. The chain itself (its order, its single use by
+Float16, the search and the gated emulation) and the options declared once are tested at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto, helper
+
+from olive_fp16_pass import element_types, rules
+from olive_fp16_pass.classify import classify
+from olive_fp16_pass.errors import OptionError
+from olive_fp16_pass.float16 import convert_float16, convert_with_options
+from olive_fp16_pass.graph_walk import GraphIndex
+from olive_fp16_pass.mixed_precision import auto_mixed_precision
+from olive_fp16_pass.options import OPTION_NAMES, ConversionOptions, add_cli_flags, options_from_cli, pass_params
+from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
+from olive_fp16_pass.switchable import SwitchableEmulation
+from tests.helpers import init, make_model, vi
+
+
+def contexts(proto: onnx.ModelProto, options: ConversionOptions | None = None, forced=None):
+    """node name -> (node, NodeContext), as the classifier builds them."""
+    model = ir.serde.deserialize_model(proto)
+    index = GraphIndex(model)
+    types = element_types.infer(model, index)
+    context = rules.ModelContext(model, index, types, options or ConversionOptions(), forced=forced)
+    return {node.name: (node, rules.NodeContext.of(context, node, graph)) for node, graph in index.nodes}
+
+
+def ask(rule, proto, name, options=None, forced=None):
+    node, context = contexts(proto, options, forced)[name]
+    return rule(node, context)
+
+
+def _mul(weight: float = 2.0, op: str = "Mul", name: str = "mul") -> onnx.ModelProto:
+    return make_model(
+        [helper.make_node(op, ["x", "w"], ["y"], name=name)],
+        [vi("x", TensorProto.FLOAT, [4])],
+        [vi("y", TensorProto.FLOAT, [4])],
+        [init("w", np.full(4, weight, np.float32))],
+    )
+
+
+def test_non_tensor_type():
+    proto = make_model(
+        [helper.make_node("SequenceConstruct", ["x", "x"], ["s"], name="seq")],
+        [vi("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])],
+    )
+    assert ask(rules.non_tensor_type, proto, "seq").rule is Rule.NON_TENSOR_TYPE
+    assert ask(rules.non_tensor_type, _mul(), "mul") is None
+
+
+def test_unknown_type():
+    proto = make_model(
+        [
+            helper.make_node("Custom", ["x"], ["h"], name="custom", domain="my.domain"),
+            helper.make_node("Relu", ["h"], ["y"], name="relu"),
+        ],
+        [vi("x", TensorProto.FLOAT, [2])],
+        [vi("y", TensorProto.FLOAT, [2])],
+        extra_opsets=[("my.domain", 1)],
+    )
+    decision = ask(rules.unknown_type, proto, "relu")
+    assert decision.rule is Rule.UNKNOWN_TYPE and "h" in decision.detail
+    assert ask(rules.unknown_type, _mul(), "mul") is None
+
+
+def test_control_flow():
+    branch = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="inner")], "b", [], [vi("r", TensorProto.FLOAT, [2])]
+    )
+    proto = make_model(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch, name="if")],
+        [vi("c", TensorProto.BOOL, []), vi("x", TensorProto.FLOAT, [2])],
+        [vi("y", TensorProto.FLOAT, [2])],
+    )
+    assert ask(rules.control_flow, proto, "if").rule is Rule.CONTROL_FLOW
+    assert ask(rules.control_flow, proto, "inner") is None
+
+
+def test_unknown_op():
+    proto = make_model(
+        [helper.make_node("Custom", ["x"], ["y"], name="custom", domain="my.domain")],
+        [vi("x", TensorProto.FLOAT, [2])],
+        [vi("y", TensorProto.FLOAT, [2])],
+        extra_opsets=[("my.domain", 1)],
+    )
+    decision = ask(rules.unknown_op, proto, "custom")
+    assert decision.rule is Rule.UNKNOWN_OP and "my.domain::Custom at opset 1" in decision.detail
+    assert ask(rules.unknown_op, _mul(), "mul") is None
+
+
+def test_node_block_list():
+    blocked = ConversionOptions(node_block_list=["m.l"])  # a regular expression
+    assert ask(rules.node_block_list, _mul(), "mul", blocked).rule is Rule.NODE_BLOCK_LIST
+    assert ask(rules.node_block_list, _mul(), "mul", ConversionOptions(node_block_list=["add"])) is None
+
+
+def test_op_block_list():
+    assert ask(rules.op_block_list, _mul(), "mul", ConversionOptions(op_block_list=["Mul"])).rule is Rule.OP_BLOCK_LIST
+    assert ask(rules.op_block_list, _mul(), "mul", ConversionOptions(op_block_list=["Add"])) is None
+
+
+def test_op_include_list():
+    only_add = ConversionOptions(op_include_list=["Add"])
+    assert ask(rules.op_include_list, _mul(), "mul", only_add).rule is Rule.NOT_IN_OP_INCLUDE_LIST
+    assert ask(rules.op_include_list, _mul(), "mul", ConversionOptions(op_include_list=["Mul"])) is None
+    assert ask(rules.op_include_list, _mul(), "mul") is None  # no include list: everything is included
+
+
+def test_node_include_list():
+    only_other = ConversionOptions(node_include_list=["other"])
+    assert ask(rules.node_include_list, _mul(), "mul", only_other).rule is Rule.NOT_IN_NODE_INCLUDE_LIST
+    assert ask(rules.node_include_list, _mul(), "mul", ConversionOptions(node_include_list=["mul"])) is None
+    assert ask(rules.node_include_list, _mul(), "mul") is None
+
+
+def test_search_forced():
+    record = ForcedDecision(Rule.ACCURACY, "ranked #1", Origin.ACCURACY)
+    decision = ask(rules.search_forced, _mul(), "mul", forced={"mul": record})
+    assert (decision.precision, decision.rule, decision.detail) == (Precision.FP32, Rule.ACCURACY, "ranked #1")
+    assert ask(rules.search_forced, _mul(), "mul", forced={"other": record}) is None
+
+
+def test_no_fp16_kernel():
+    proto = make_model(
+        [helper.make_node("MeanVarianceNormalization", ["x"], ["y"], name="mvn")],
+        [vi("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [vi("y", TensorProto.FLOAT, [1, 2, 3, 3])],
+    )
+    assert ask(rules.no_fp16_kernel, proto, "mvn").rule is Rule.NO_FP16_KERNEL
+    assert ask(rules.no_fp16_kernel, _mul(), "mul") is None
+
+
+def test_float_tensor_attribute():
+    proto = make_model(
+        [
+            helper.make_node("ConstantOfShape", ["s"], ["c"], name="cos"),
+            helper.make_node("Add", ["x", "c"], ["y"], name="add"),
+        ],
+        [vi("s", TensorProto.INT64, [1]), vi("x", TensorProto.FLOAT, [2])],
+        [vi("y", TensorProto.FLOAT, [2])],
+    )
+    node, context = contexts(proto)["add"]
+    assert rules.float_tensor_attribute(node, context) is None
+    node.attributes["t"] = ir.AttrTensor("t", ir.tensor(np.zeros(2, np.float32)))
+    decision = rules.float_tensor_attribute(node, context)
+    assert decision.rule is Rule.FLOAT_TENSOR_ATTRIBUTE and "t" in decision.detail
+
+
+def test_no_fp16_in_schema():
+    proto = make_model(
+        [
+            helper.make_node("Shape", ["x"], ["s"], name="shape"),
+            helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT, name="cast"),
+            helper.make_node("Resize", ["x", "", "sf"], ["y"], name="resize"),
+        ],
+        [vi("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [vi("y", TensorProto.FLOAT, None)],
+    )
+    # Resize still has a float16 data slot: only its scales stay float32, by the slot rule
+    assert ask(rules.no_fp16_in_schema, proto, "resize") is None
+    _, context = contexts(proto)["resize"]
+    assert 2 not in context.fp16_slots()[0]
+    ints = make_model(
+        [helper.make_node("Range", ["a", "b", "d"], ["y"], name="range")],
+        [vi("a", TensorProto.FLOAT, []), vi("b", TensorProto.FLOAT, []), vi("d", TensorProto.FLOAT, [])],
+        [vi("y", TensorProto.FLOAT, None)],
+    )
+    assert ask(rules.no_fp16_in_schema, ints, "range").rule is Rule.NO_FP16_IN_SCHEMA  # Range: no float16 type
+    assert ask(rules.no_fp16_in_schema, _mul(), "mul") is None
+
+
+def test_weight_range():
+    assert ask(rules.weight_range, _mul(2.0), "mul") is None
+    over = ask(rules.weight_range, _mul(1e5), "mul")
+    assert over.rule is Rule.WEIGHT_OVERFLOW and "100000" in over.detail
+    assert ask(rules.weight_range, _mul(1e-7), "mul").rule is Rule.WEIGHT_UNDERFLOW
+    clamped = ask(rules.weight_range, _mul(1e5), "mul", ConversionOptions(clamp_weights=True))
+    assert (clamped.precision, clamped.rule) == (Precision.FP16, Rule.WEIGHT_CLAMPED)
+    assert [w.name for _, w in clamped.clamped] == ["w"]
+
+
+def test_converted_is_last_and_always_answers():
+    assert rules.RULES[-1] is rules.converted
+    decision = ask(rules.converted, _mul(), "mul")
+    assert (decision.precision, decision.rule) == (Precision.FP16, Rule.CONVERTED)
+
+
+def test_every_rule_in_the_chain_is_tested_here():
+    tested = {name[len("test_") :] for name in globals() if name.startswith("test_")}
+    missing = [rule.__name__ for rule in rules.RULES if rule.__name__ not in tested and rule is not rules.converted]
+    assert not missing
+
+
+# -- the chain --------------------------------------------------------------------------------------------------
+def test_first_answer_wins_in_chain_order():
+    """A weight overflow AND a block list: the user's list comes first in RULES, so it is the reason."""
+    proto = _mul(1e5)
+    model = ir.serde.deserialize_model(proto)
+    index = GraphIndex(model)
+    types = element_types.infer(model, index)
+    plan = classify(model, index, types, ConversionOptions(op_block_list=["Mul"])).plan
+    assert [d.rule for d in plan.decisions.values()] == [Rule.OP_BLOCK_LIST]
+    reordered = (rules.weight_range, rules.op_block_list, rules.converted)
+    plan = classify(model, index, types, ConversionOptions(op_block_list=["Mul"]), rules=reordered).plan
+    assert [d.rule for d in plan.decisions.values()] == [Rule.WEIGHT_OVERFLOW]
+
+
+def _weights_and_user_list() -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Mul", ["x", "big"], ["a"], name="over"),  # weight overflow (after the search's rule)
+            helper.make_node("Add", ["a", "one"], ["b"], name="blocked"),  # block list (before the search's rule)
+            helper.make_node("Relu", ["b"], ["y"], name="relu"),
+        ],
+        [vi("x", TensorProto.FLOAT, [4])],
+        [vi("y", TensorProto.FLOAT, [4])],
+        [init("big", np.full(4, 1e5, np.float32)), init("one", np.ones(4, np.float32))],
+    )
+
+
+def test_search_float16_and_gated_emulation_give_the_same_reasons():
+    """Before: the converter gave the search's reason to a forced node with an overflowing weight, the gated
+    emulation kept the weight rule's reason (the order was written twice). Now both read RULES."""
+    proto = _weights_and_user_list()
+    options = ConversionOptions(node_block_list=["blocked"])
+    forced = {
+        label: ForcedDecision(Rule.ACTIVATION_OVERFLOW, f"forced {label}", Origin.RANGE)
+        for label in ("over", "blocked", "relu")
+    }
+    converted = convert_with_options(proto, options, forced=forced).report.decisions
+    _, classified = SwitchableEmulation(proto).gates(options, forced)
+    gated = list(classified.plan.decisions.values())
+    as_rows = lambda decisions: sorted((d.node, d.precision, d.rule, d.detail) for d in decisions)  # noqa: E731
+    assert as_rows(converted) == as_rows(gated)
+    by_node = {d.node: d.rule for d in converted}
+    assert by_node == {
+        "over": Rule.ACTIVATION_OVERFLOW,
+        "blocked": Rule.NODE_BLOCK_LIST,
+        "relu": Rule.ACTIVATION_OVERFLOW,
+    }
+
+
+def test_forced_node_with_clamped_weight_does_not_clamp_it():
+    proto = _mul(1e5)
+    forced = {"mul": ForcedDecision(Rule.ACCURACY, "x", Origin.ACCURACY)}
+    result = convert_with_options(proto, ConversionOptions(clamp_weights=True), forced=forced)
+    weight = next(t for t in result.model.graph.initializer if t.name == "w")
+    assert weight.data_type == TensorProto.FLOAT and onnx.numpy_helper.to_array(weight).max() == np.float32(1e5)
+
+
+# -- options declared once ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("function", [convert_float16, auto_mixed_precision])
+def test_public_functions_take_every_option_with_its_default(function):
+    parameters = inspect.signature(function).parameters
+    for f in dataclasses.fields(ConversionOptions):
+        assert f.name in parameters, f"{function.__name__} lacks {f.name}"
+        assert parameters[f.name].default == f.default
+
+
+def test_pass_params_cli_flags_and_report_cover_every_option():
+    assert tuple(pass_params()) == OPTION_NAMES
+    parser = argparse.ArgumentParser()
+    add_cli_flags(parser)
+    args = parser.parse_args(["--op-include-list", "Mul", "--node-include-list", "mul", "--keep-io-types"])
+    options = options_from_cli(args)
+    assert options.op_include_list == ("Mul",) and options.node_include_list == ("mul",)
+    assert options.keep_io_types is True and options.clamp_weights is False
+    report = convert_float16(_mul(), op_include_list=["Mul"]).report
+    assert tuple(report.options) == OPTION_NAMES and report.options["op_include_list"] == ["Mul"]
+
+
+def test_options_are_frozen_and_hashable():
+    options = ConversionOptions(op_block_list=["Mul"])
+    assert hash(options) == hash(ConversionOptions(op_block_list=("Mul",)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.clamp_weights = True  # type: ignore[misc]
+    with pytest.raises(OptionError, match="mutually exclusive"):
+        ConversionOptions(op_block_list=["Mul"], op_include_list=["Add"])
+
+
+def test_auto_mixed_precision_honours_clamp_weights():
+    proto = _mul(1e5)
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.uniform(-1e-3, 1e-3, 4).astype(np.float32)} for _ in range(3)]
+    kept = auto_mixed_precision(proto, data, provider="CPUExecutionProvider", progress=False, rtol=1, atol=1)
+    assert {d.rule for d in kept.report.decisions} == {Rule.WEIGHT_OVERFLOW}
+    clamped = auto_mixed_precision(
+        proto, data, provider="CPUExecutionProvider", progress=False, rtol=1, atol=1, clamp_weights=True
+    )
+    assert {d.rule for d in clamped.report.decisions} == {Rule.WEIGHT_CLAMPED}
+    assert clamped.report.options["clamp_weights"] is True
