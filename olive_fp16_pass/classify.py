@@ -13,6 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from olive_fp16_pass import op_signatures
+from olive_fp16_pass.cuda_kernels import NodeKernelContext, no_cuda_float16_kernel
 from olive_fp16_pass.element_types import ElementTypes
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
@@ -181,6 +182,10 @@ def classify(model: ir.Model, index: GraphIndex, types: ElementTypes, options: C
             decide(Precision.FP32, forced[0], forced[1])
             continue
         domain = "" if node.domain == "ai.onnx" else node.domain
+        kernel_context = NodeKernelContext(options.provider, domain, version, signature) if options.provider else None
+        if kernel_context and (verdict := no_cuda_float16_kernel(node, kernel_context)):
+            decide(verdict.precision, verdict.rule, verdict.detail)
+            continue
         if (domain, node.op_type) in ORT_NO_FP16_KERNEL:
             decide(Precision.FP32, Rule.NO_FP16_KERNEL, f"onnxruntime has no float16 kernel for {node.op_type}")
             continue

@@ -454,6 +454,7 @@ def auto_mixed_precision(
         node_block_list=node_block_list,
         op_include_list=op_include_list,
         node_include_list=node_include_list,
+        provider=provider,
     )
     if isinstance(model, onnx.ModelProto):
         proto = model

@@ -75,6 +75,9 @@ class ConversionOptions:
     op_include_list: list[str] | None = None
     node_include_list: list[str] | None = None
     clamp_weights: bool = False
+    # The execution provider the model is meant for: with CUDAExecutionProvider, ops with no CUDA float16 kernel
+    # stay float32 (cuda_kernels.py). None: no provider-specific rule.
+    provider: str | None = None
     # Set by the mixed-precision search, not by users: node label -> (rule, detail) to keep in float32.
     forced_fp32: dict[str, tuple[object, str]] = field(default_factory=dict)
 

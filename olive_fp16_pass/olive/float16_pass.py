@@ -107,6 +107,8 @@ class OnnxFloat16(Pass):
             op_include_list=config.op_include_list,
             node_include_list=config.node_include_list,
             clamp_weights=config.clamp_weights,
+            # the accelerator's provider: with CUDA, ops with no CUDA float16 kernel stay float32
+            provider=str(self.accelerator_spec.execution_provider),
         )
         logger.info("OnnxFloat16: %s", result.report.summary())
         return to_olive_model(result, model, output_model_path, config)
