@@ -74,7 +74,7 @@ class ConversionReport:
                 f"{s['seconds']:.1f} s, validated by {s['backend']['mode']} ({s['backend']['provider']}); "
                 f"criteria met: validation {s['criteria_met']}, held-out {s.get('holdout_met')}"
             )
-        lines.extend(f"  CPU-fallback risk: {r['detail']} ({r['nodes']} nodes)" for r in self.cpu_fallback_risks)
+        lines.extend(f"  CUDA EP: {r['detail']} ({r['nodes']} nodes)" for r in self.cpu_fallback_risks)
         lines.extend(f"  note: {n}" for n in self.notes)
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)

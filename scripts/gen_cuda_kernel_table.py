@@ -191,11 +191,12 @@ def entries_from_markdown(text: str, provider: str = PROVIDER) -> list[KernelEnt
         if domain_row:
             domain, op_type = domain_row.group(1).strip(), None
             continue
-        cells = line.strip().strip("|").split("|")
+        row = line.strip()
+        cells = [cell.strip() for cell in row[1 : -1 if row.endswith("|") else None].split("|")]
         is_separator = bool(cells[0]) and set(cells[0]) <= {"-"}
         if len(cells) < 4 or is_separator or cells[0] == "Op Name":
             continue
-        name, versions, types = cells[0].strip(), cells[2], cells[3]
+        name, versions, types = cells[0], cells[2], cells[3]
         if name:
             op_type = name
         if op_type is None:
