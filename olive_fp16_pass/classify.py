@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from olive_fp16_pass import op_signatures
-from olive_fp16_pass.cuda_kernels import NodeKernelContext, no_cuda_float16_kernel
+from olive_fp16_pass.cuda_kernels import NodeKernelContext, no_cuda_float16_kernel, table_rules_out_float16
 from olive_fp16_pass.element_types import ElementTypes
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
@@ -182,11 +182,7 @@ def classify(model: ir.Model, index: GraphIndex, types: ElementTypes, options: C
             decide(Precision.FP32, forced[0], forced[1])
             continue
         domain = "" if node.domain == "ai.onnx" else node.domain
-        kernel_context = NodeKernelContext(options.provider, domain, version, signature) if options.provider else None
-        if kernel_context and (verdict := no_cuda_float16_kernel(node, kernel_context)):
-            decide(verdict.precision, verdict.rule, verdict.detail)
-            continue
-        if (domain, node.op_type) in ORT_NO_FP16_KERNEL:
+        if (domain, node.op_type) in ORT_NO_FP16_KERNEL and not table_rules_out_float16(options.provider, domain, node):
             decide(Precision.FP32, Rule.NO_FP16_KERNEL, f"onnxruntime has no float16 kernel for {node.op_type}")
             continue
         tensor_attrs = _float_tensor_attributes(node) if node.attributes else []
@@ -206,6 +202,10 @@ def classify(model: ir.Model, index: GraphIndex, types: ElementTypes, options: C
         out16 = frozenset(i for i in float_out if (s := signature.output_slot(i)) is not None and s.allows_float16)
         if not in16 and not out16:
             decide(Precision.FP32, Rule.NO_FP16_IN_SCHEMA, f"{node.op_type} has no float16 type for its float tensors")
+            continue
+        kernel_context = NodeKernelContext(options.provider, domain, version, signature) if options.provider else None
+        if kernel_context and (verdict := no_cuda_float16_kernel(node, kernel_context)):
+            decide(verdict.precision, verdict.rule, verdict.detail)
             continue
 
         overflow = underflow = None

@@ -192,6 +192,18 @@ def no_cuda_float16_kernel(node: ir.Node, context: KernelRuleContext) -> KernelD
     )
 
 
+def table_rules_out_float16(provider: str | None, domain: str, node: ir.Node) -> bool:
+    """Whether `no_cuda_float16_kernel` decides this op for `provider`: the CUDA table has no float16 kernel
+    for it at any opset. A hand-written "no float16 kernel" exception then gives way to the table's reason."""
+    if provider != CUDA:
+        return False
+    table = load_table()
+    if not table.knows(domain):
+        return False
+    rows = table.kernels[table_domain(domain)].get(node.op_type, ())
+    return not any("float16" in types for _, _, types in rows)
+
+
 # -- the report: ops that would leave the GPU whatever their precision ------------------------------------------
 
 
@@ -259,4 +271,5 @@ __all__ = [
     "no_cuda_float16_kernel",
     "ops_without_kernel",
     "table_info",
+    "table_rules_out_float16",
 ]
