@@ -34,6 +34,11 @@ CUDA = "CUDAExecutionProvider"
 TABLE_FILE = "cuda_kernels.json"
 # Ops that never need a kernel: onnxruntime turns Constant nodes into initializers when it loads a model.
 NO_KERNEL_NEEDED = frozenset({("ai.onnx", "Constant")})
+_NEWEST = 10_000  # an opset beyond every schema: get_schema answers the newest version
+# Ops whose ONNX function body (what onnxruntime runs when no provider has a kernel for a node's types) fails
+# to load with float16 inputs: "Type parameter (T) of Optype (Add) bound to different types", the body mixing
+# float32 constants in (found by bench/conformance.py on test_mvn). Other function ops are expanded fine.
+FUNCTION_BODY_FAILS_IN_FLOAT16 = frozenset({("ai.onnx", "MeanVarianceNormalization")})
 _ALIASES = {"float32": "float", "float64": "double", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -173,6 +178,9 @@ def no_cuda_float16_kernel(node: ir.Node, context: KernelRuleContext) -> KernelD
     """For a model meant for CUDAExecutionProvider: keep in float32 a node whose op has no CUDA float16 kernel
     at the model's opset (in float16 it would run on the CPU, with copies).
 
+    Ops defined by an ONNX function are the exception: with no kernel for a float16 node, onnxruntime expands
+    the function body, whose ops have CUDA kernels, so float16 stays on the GPU (and float32 could go to a CPU
+    float32 kernel instead); except where that body is known to fail in float16 (FUNCTION_BODY_FAILS_IN_FLOAT16).
     Answers nothing for other providers, for domains the table does not cover (custom ops), and for ops whose
     schema allows no float16 at all (the schema rule gives the truer reason for those).
     """
@@ -187,20 +195,26 @@ def no_cuda_float16_kernel(node: ir.Node, context: KernelRuleContext) -> KernelD
     types = table.types_at(node.op_type, context.domain, signature.since_version)
     if types is not None and "float16" in types:
         return None
+    key = (table_domain(context.domain), node.op_type)
+    if key not in FUNCTION_BODY_FAILS_IN_FLOAT16 and _has_function_body(node.op_type, context.domain, context.opset):
+        return None
     return KernelDecision(
         Precision.FP32, Rule.NO_FP16_KERNEL, f"no CUDA float16 kernel for {node.op_type} at opset {context.opset}"
     )
 
 
 def table_rules_out_float16(provider: str | None, domain: str, node: ir.Node) -> bool:
-    """Whether `no_cuda_float16_kernel` decides this op for `provider`: the CUDA table has no float16 kernel
-    for it at any opset. A hand-written "no float16 kernel" exception then gives way to the table's reason."""
+    """Whether `no_cuda_float16_kernel` keeps this op in float32 for `provider` at every opset: then a
+    hand-written "no float16 kernel" exception gives way to the table's reason."""
     if provider != CUDA:
         return False
     table = load_table()
     if not table.knows(domain):
         return False
-    rows = table.kernels[table_domain(domain)].get(node.op_type, ())
+    key = (table_domain(domain), node.op_type)
+    if key not in FUNCTION_BODY_FAILS_IN_FLOAT16 and _has_function_body(node.op_type, domain, _NEWEST):
+        return False
+    rows = table.kernels[key[0]].get(node.op_type, ())
     return not any("float16" in types for _, _, types in rows)
 
 
@@ -240,7 +254,8 @@ def cpu_fallback_risks(
                 "detail": (
                     f"no CUDA kernel for {op_type} at opset {opset}: "
                     + (
-                        "onnxruntime expands its ONNX function body instead"
+                        "onnxruntime expands its ONNX function body when no provider has a kernel for the "
+                        "node's types (in float32 the CPU provider may take it, with copies)"
                         if expanded
                         else "it runs on the CPU, with copies to and from the GPU"
                     )
@@ -262,6 +277,7 @@ def table_info() -> dict[str, str]:
 
 __all__ = [
     "CUDA",
+    "FUNCTION_BODY_FAILS_IN_FLOAT16",
     "KernelDecision",
     "KernelTable",
     "NodeKernelContext",

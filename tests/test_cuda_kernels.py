@@ -182,6 +182,30 @@ def test_mvn_is_decided_by_the_table_under_cuda_and_by_the_hand_written_rule_oth
     assert decisions(cpu)["mvn"][:2] == ("fp32", Rule.NO_FP16_KERNEL.value)
 
 
+def test_function_op_without_cuda_kernel_converts_as_onnxruntime_expands_its_body():
+    """Mish has no CUDA kernel but an ONNX function body: a float16 Mish is expanded into ops that have CUDA
+    float16 kernels (Softplus, Tanh, Mul), so the rule leaves it to float16."""
+    model = make_model(
+        [helper.make_node("Mish", ["x"], ["m"], name="mish"), helper.make_node("Relu", ["m"], ["y"], name="relu")],
+        [vi("x", F, [2, 8])],
+        [vi("y", F, [2, 8])],
+        opset=18,
+    )
+    assert all(cuda_kernels.has_kernel(op, "", 18, "float16") for op in ("Softplus", "Tanh", "Mul"))
+    result = fp16.convert_float16(model, provider=CUDA)
+    assert decisions(result)["mish"] == ("fp16", Rule.CONVERTED.value, "")
+    [risk] = result.report.cpu_fallback_risks
+    assert (risk["op_type"], risk["function_body"]) == ("Mish", True)
+    assert "expands its ONNX function body" in risk["detail"]
+    check_converted(model, result.model)  # the expanded float16 body loads and is accurate (CPU here)
+
+
+def test_known_broken_function_bodies_are_the_hand_written_list():
+    """One list of function bodies that fail in float16 for the table rule, the same as classify's exception."""
+    normalized = {(cuda_kernels.table_domain(d), op) for d, op in classify.ORT_NO_FP16_KERNEL}
+    assert normalized == set(cuda_kernels.FUNCTION_BODY_FAILS_IN_FLOAT16)
+
+
 def test_rule_answers_nothing_for_other_providers_and_custom_domains():
     node = ir.Node("", "Tan", inputs=[ir.Value(name="x")])
     signature = op_signatures.lookup("", "Tan", 13)
