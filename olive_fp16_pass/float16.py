@@ -17,7 +17,7 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
-from olive_fp16_pass import element_types, emit_proto
+from olive_fp16_pass import cuda_kernels, element_types, emit_proto
 from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.graph_walk import GraphIndex
@@ -79,13 +79,16 @@ def convert_float16(
     op_include_list: list[str] | None = None,
     node_include_list: list[str] | None = None,
     clamp_weights: bool = False,
+    provider: str | None = "CUDAExecutionProvider",
 ) -> ConversionResult:
     """Convert a float32 model to float16, keeping in float32 only the nodes that must stay there.
 
     A node stays float32 when a rule says so (user block/include lists; no float16 type in its schema; a weight
-    beyond float16's range, unless `clamp_weights`; control-flow interfaces; unknown ops), and the report says
-    which rule and the value it measured. Node names in the node lists are exact names or regular expressions
-    (full match). The input model is never modified.
+    beyond float16's range, unless `clamp_weights`; control-flow interfaces; unknown ops; with
+    `provider="CUDAExecutionProvider"`, no CUDA float16 kernel in onnxruntime), and the report says which rule
+    and the value it measured. `provider` is the execution provider the model is meant for (None: no
+    provider-specific rule). Node names in the node lists are exact names or regular expressions (full match).
+    The input model is never modified.
     """
     options = ConversionOptions(
         keep_io_types=keep_io_types,
@@ -94,6 +97,7 @@ def convert_float16(
         op_include_list=op_include_list,
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
+        provider=provider,
     )
     return convert_with_options(model, options)
 
@@ -163,6 +167,9 @@ def _convert(
         constants_converted=stats.constants_converted,
         values_retyped=stats.values_retyped,
         options=options.to_dict(),
+        cpu_fallback_risks=cuda_kernels.cpu_fallback_risks(
+            (node for node, _ in index.nodes), ir_model.opset_imports, options.provider
+        ),
     )
     for message in classified.context.option_warnings():
         report.warnings.append(message)

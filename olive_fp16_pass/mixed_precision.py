@@ -455,6 +455,7 @@ def auto_mixed_precision(
         op_include_list=op_include_list,
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
+        provider=provider,
     )
     if isinstance(model, onnx.ModelProto):
         proto = model

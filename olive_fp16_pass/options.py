@@ -20,7 +20,7 @@ from typing import Any
 from olive_fp16_pass.errors import OptionError
 
 # How an option reads on the command line: "names" (a list), "flag" (a boolean), "io" (no names: all).
-_NAMES, _FLAG, _IO = "names", "flag", "io"
+_NAMES, _FLAG, _IO, _TEXT = "names", "flag", "io", "text"
 
 
 def _option(default: Any, description: str, pass_type: Any, cli: str) -> Any:
@@ -57,6 +57,16 @@ class ConversionOptions:
         bool,
         _FLAG,
     )
+    # Not a pass parameter: the Olive passes take it from the accelerator they target.
+    provider: str | None = field(
+        default="CUDAExecutionProvider",
+        metadata={
+            "description": "The execution provider the model is meant for: with CUDAExecutionProvider, ops with no "
+            "CUDA float16 kernel in onnxruntime stay float32 (cuda_kernels.py). None: no provider-specific rule.",
+            "pass_type": None,
+            "cli": _TEXT,
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.keep_io_types is not True and self.keep_io_types is not False:
@@ -65,6 +75,8 @@ class ConversionOptions:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, _str_list(name, value))
+        if self.provider is not None and not isinstance(self.provider, str):
+            raise OptionError(f"provider: expected an execution provider name, got {self.provider!r}")
         if not isinstance(self.clamp_weights, bool):
             raise OptionError(f"clamp_weights: expected true or false, got {self.clamp_weights!r}")
         if self.op_block_list is not None and self.op_include_list is not None:
@@ -126,6 +138,7 @@ def pass_params() -> dict[str, dict[str, Any]]:
     return {
         f.name: {"type_": f.metadata["pass_type"], "default_value": f.default, "description": f.metadata["description"]}
         for f in dataclasses.fields(ConversionOptions)
+        if f.metadata["pass_type"] is not None
     }
 
 
@@ -136,6 +149,8 @@ def add_cli_flags(parser: argparse.ArgumentParser) -> None:
         help_text = f.metadata["description"]
         if f.metadata["cli"] == _FLAG:
             parser.add_argument(flag, action="store_true", help=help_text)
+        elif f.metadata["cli"] == _TEXT:
+            parser.add_argument(flag, default="CUDAExecutionProvider", help=help_text + " Default: %(default)s.")
         elif f.metadata["cli"] == _IO:
             parser.add_argument(flag, nargs="*", default=None, help="no names: keep all; else names to keep")
         else:

@@ -22,6 +22,8 @@ class ConversionReport:
     options: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     search: dict[str, Any] | None = None  # set by auto_mixed_precision: backend, candidates, sessions, errors
+    # Ops the target provider has no kernel for at all (cuda_kernels.cpu_fallback_risks): they leave the GPU.
+    cpu_fallback_risks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def fp32_nodes(self) -> list[NodeDecision]:
@@ -51,6 +53,7 @@ class ConversionReport:
             "warnings": self.warnings,
             "fp32_nodes": [d.to_dict() for d in self.fp32_nodes],
             "fp16_nodes_with_notes": [d.to_dict() for d in self.fp16_nodes if d.detail],
+            "cpu_fallback_risks": self.cpu_fallback_risks,
             **({"search": self.search} if self.search is not None else {}),
         }
 
@@ -71,6 +74,7 @@ class ConversionReport:
                 f"{s['seconds']:.1f} s, validated by {s['backend']['mode']} ({s['backend']['provider']}); "
                 f"criteria met: validation {s['criteria_met']}, held-out {s.get('holdout_met')}"
             )
+        lines.extend(f"  CUDA EP: {r['detail']} ({r['nodes']} nodes)" for r in self.cpu_fallback_risks)
         lines.extend(f"  note: {n}" for n in self.notes)
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)

@@ -13,6 +13,7 @@ The order, and why:
   search      nodes the mixed-precision search forces into float32 (it never overrides the rules above);
   kernels     ops onnxruntime cannot run with float16 inputs, float32 tensor attributes;
   schema      the op's schema has no float16 type for its float tensors;
+  CUDA        for a model meant for the CUDA EP, no CUDA float16 kernel at the model's opset (its table);
   ranges      a weight beyond float16's range (or clamped with `clamp_weights`), or entirely subnormal;
   converted   everything else runs in float16.
 """
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from olive_fp16_pass import op_signatures
+from olive_fp16_pass import cuda_kernels, op_signatures
 from olive_fp16_pass.element_types import ElementTypes
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.name_match import NamePatterns
@@ -265,7 +266,10 @@ def forced_decision(forced: ForcedDecision) -> Decision:
 
 # -- kernels ------------------------------------------------------------------------------------------------------
 def no_fp16_kernel(node: ir.Node, context: NodeContext) -> Decision | None:
-    if (context.domain, node.op_type) in ORT_NO_FP16_KERNEL:
+    """Hand-written exceptions; under CUDA the kernel table's reason replaces them where it covers the op."""
+    if (context.domain, node.op_type) in ORT_NO_FP16_KERNEL and not cuda_kernels.table_rules_out_float16(
+        context.model.options.provider, context.domain, node
+    ):
         return keep_fp32(Rule.NO_FP16_KERNEL, f"onnxruntime has no float16 kernel for {node.op_type}")
     return None
 
@@ -298,6 +302,17 @@ def no_fp16_in_schema(node: ir.Node, context: NodeContext) -> Decision | None:
     if not inputs and not outputs:
         return keep_fp32(Rule.NO_FP16_IN_SCHEMA, f"{node.op_type} has no float16 type for its float tensors")
     return None
+
+
+def no_cuda_float16_kernel(node: ir.Node, context: NodeContext) -> Decision | None:
+    """For a model meant for the CUDA EP: an op with no CUDA float16 kernel at its opset (cuda_kernels.py)."""
+    verdict = cuda_kernels.no_cuda_float16_kernel(
+        node,
+        cuda_kernels.NodeKernelContext(
+            context.model.options.provider, context.domain, context.opset, context.signature
+        ),
+    )
+    return keep_fp32(verdict.rule, verdict.detail) if verdict is not None else None
 
 
 # -- ranges -------------------------------------------------------------------------------------------------------
@@ -346,6 +361,7 @@ IDLE_WHEN: dict[NodeRule, Callable[[ModelContext], bool]] = {
     op_include_list: lambda m: m.op_includes is None,
     node_include_list: lambda m: m.node_includes is None,
     search_forced: lambda m: not m.forced,
+    no_cuda_float16_kernel: lambda m: m.options.provider != cuda_kernels.CUDA,
 }
 
 
@@ -371,6 +387,7 @@ RULES: tuple[NodeRule, ...] = (
     no_fp16_kernel,
     float_tensor_attribute,
     no_fp16_in_schema,
+    no_cuda_float16_kernel,
     weight_range,
     converted,
 )

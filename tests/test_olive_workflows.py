@@ -136,7 +136,7 @@ def test_import_hook_applies_compat_workarounds_when_olive_loads():
     assert "B1_custom_metric_serialization" in applied or not applied  # empty only on an Olive without the bugs
 
 
-USER_DATA = '''
+USER_DATA = """
 import numpy as np
 from olive.data.registry import Registry
 
@@ -156,7 +156,7 @@ class _Samples:
 @Registry.register_dataset()
 def amp_validation_samples(data_dir=None, **kwargs):
     return _Samples(16)
-'''
+"""
 
 
 def test_olive_run_auto_mixed_precision_with_data_config(tmp_path):

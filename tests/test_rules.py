@@ -140,8 +140,25 @@ def test_no_fp16_kernel():
         [vi("x", TensorProto.FLOAT, [1, 2, 3, 3])],
         [vi("y", TensorProto.FLOAT, [1, 2, 3, 3])],
     )
-    assert ask(rules.no_fp16_kernel, proto, "mvn").rule is Rule.NO_FP16_KERNEL
+    no_provider = ConversionOptions(provider=None)
+    assert ask(rules.no_fp16_kernel, proto, "mvn", no_provider).rule is Rule.NO_FP16_KERNEL
+    # under CUDA the kernel table covers MVN: its rule gives the reason instead
+    assert ask(rules.no_fp16_kernel, proto, "mvn") is None
+    assert ask(rules.no_cuda_float16_kernel, proto, "mvn").rule is Rule.NO_FP16_KERNEL
     assert ask(rules.no_fp16_kernel, _mul(), "mul") is None
+
+
+def test_no_cuda_float16_kernel():
+    proto = make_model(
+        [helper.make_node("Tan", ["x"], ["y"], name="tan")],
+        [vi("x", TensorProto.FLOAT, [4])],
+        [vi("y", TensorProto.FLOAT, [4])],
+    )
+    cuda = ConversionOptions(provider="CUDAExecutionProvider")
+    decision = ask(rules.no_cuda_float16_kernel, proto, "tan", cuda)
+    assert decision.rule is Rule.NO_FP16_KERNEL and decision.detail.startswith("no CUDA float16 kernel for Tan")
+    assert ask(rules.no_cuda_float16_kernel, proto, "tan", ConversionOptions(provider=None)) is None
+    assert ask(rules.no_cuda_float16_kernel, _mul(), "mul", cuda) is None
 
 
 def test_float_tensor_attribute():
@@ -272,7 +289,8 @@ def test_public_functions_take_every_option_with_its_default(function):
 
 
 def test_pass_params_cli_flags_and_report_cover_every_option():
-    assert tuple(pass_params()) == OPTION_NAMES
+    # the passes take `provider` from their accelerator, not from a parameter of their own
+    assert tuple(pass_params()) == tuple(name for name in OPTION_NAMES if name != "provider")
     parser = argparse.ArgumentParser()
     add_cli_flags(parser)
     args = parser.parse_args(["--op-include-list", "Mul", "--node-include-list", "mul", "--keep-io-types"])

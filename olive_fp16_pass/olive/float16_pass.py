@@ -8,6 +8,7 @@ model as `<model>.fp16_report.json`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -31,9 +32,10 @@ def float16_config_params() -> dict[str, PassConfigParam]:
     return {name: PassConfigParam(**spec) for name, spec in pass_params().items()}
 
 
-def conversion_options(config) -> ConversionOptions:
-    """The user options of a pass run, read off its config by the option names."""
-    return ConversionOptions.from_mapping(config)
+def conversion_options(config, provider: str | None = None) -> ConversionOptions:
+    """The user options of a pass run, read off its config by the option names; `provider` is the one the
+    pass targets (with CUDA, ops with no CUDA float16 kernel stay float32)."""
+    return dataclasses.replace(ConversionOptions.from_mapping(config), provider=provider)
 
 
 def write_report(report_dict: dict, model_path: str | Path) -> Path:
@@ -74,6 +76,7 @@ class OnnxFloat16(Pass):
 
         output_model_path = resolve_onnx_path(output_model_path, Path(model.model_path).name)
         # A path, not a loaded proto: external data then stays memory-mapped until it is converted.
-        result = convert_float16(model.model_path, **conversion_options(config).to_dict())
+        provider = str(self.accelerator_spec.execution_provider)
+        result = convert_float16(model.model_path, **conversion_options(config, provider).to_dict())
         logger.info("OnnxFloat16: %s", result.report.summary())
         return to_olive_model(result, model, output_model_path, config)
