@@ -19,7 +19,9 @@ from olive_fp16_pass import classify as classify_mod
 from olive_fp16_pass import element_types, emit_proto
 from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.fusion_units import ir_units, keep_units_whole
 from olive_fp16_pass.graph_walk import GraphIndex
+from olive_fp16_pass.load_check import load_checked, unit_labels
 from olive_fp16_pass.model_io import has_external_data, load_model_file, save_model
 from olive_fp16_pass.options import ConversionOptions, NamePatterns
 from olive_fp16_pass.report import ConversionReport
@@ -37,6 +39,9 @@ class ConversionResult:
     report: ConversionReport
     external_data: bool = False
     _proto: onnx.ModelProto | None = field(default=None, repr=False)
+    # Set by the user-facing conversion for its load check: fusion units by label, a known IR/opset problem.
+    fusion: dict = field(default_factory=dict, repr=False)
+    runtime_problem: str | None = field(default=None, repr=False)
 
     @property
     def ir_model(self) -> ir.Model:
@@ -109,7 +114,9 @@ def convert_with_options(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _convert(model, options, emulate, check_runtime)
+        if emulate or not check_runtime:
+            return _convert(model, options, emulate, check_runtime)
+        return load_checked(model, options, lambda opts: _convert(model, opts, False, True))
     finally:
         if enabled:
             gc.enable()
@@ -134,6 +141,12 @@ def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: b
     for patterns in (options.node_blocks, options.node_includes):
         patterns.bind(node_names)
     classified = classify_mod.classify(ir_model, index, types, options)
+    fusion_notes: list[str] = []
+    units = []
+    if check_runtime and not emulate:  # the search keeps its own fusion units (mixed_precision.py)
+        units = [unit for graph in index.graphs for unit in ir_units(graph)]
+        fusion_notes = keep_units_whole(ir_model, units, classified, options, index.labels)
+    fusion_table = unit_labels(units, index.labels)  # read before the graph is edited
     converted_proto = None
     if source_proto is not None:
         converted_proto, stats = emit_proto.emit(source_proto, ir_model, index, types, classified, options)
@@ -185,13 +198,19 @@ def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: b
         )
     if added_note:
         report.notes.append(added_note)
+    report.notes.extend(fusion_notes)
     problem = _runtime_problem(ir_model) if check_runtime else None
     if problem:
         report.warnings.append(f"{problem}; the converted model keeps the input's IR version and opset")
     report.seconds = time.perf_counter() - start
     if converted_proto is not None:
-        return ConversionResult(None, report, external, converted_proto)
-    return ConversionResult(ir_model, report, external)
+        result = ConversionResult(None, report, external, converted_proto)
+    else:
+        result = ConversionResult(ir_model, report, external)
+    if check_runtime and not emulate:
+        result.fusion = fusion_table
+        result.runtime_problem = problem
+    return result
 
 
 # Casts need the default ONNX domain; a model importing only other domains (ai.onnx.ml) gets this version.

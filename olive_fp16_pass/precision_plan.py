@@ -33,6 +33,7 @@ class Rule(str, Enum):
     UNKNOWN_TYPE = "unknown_type"
     NON_TENSOR_TYPE = "non_tensor_type"
     CONTROL_FLOW = "control_flow_interface"
+    FUSION_BOUNDARY = "fusion_boundary"  # a fused pattern (LayerNorm) must run in its input's precision
     ACTIVATION_OVERFLOW = "activation_overflow"
     ACTIVATION_UNDERFLOW = "activation_underflow"
     ACCURACY = "accuracy"
