@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class ConversionResult:
     def ir_model(self) -> ir.Model:
         if self._ir is None:
             self._ir = ir.serde.deserialize_model(self._proto)
+            _drop_initializer_types(self._ir.graphs())  # else saving writes a value_info per weight
         return self._ir
 
     @property
@@ -203,6 +205,8 @@ def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: b
     if problem:
         report.warnings.append(f"{problem}; the converted model keeps the input's IR version and opset")
     report.seconds = time.perf_counter() - start
+    if converted_proto is None and not emulate:
+        _drop_initializer_types(index.graphs)
     if converted_proto is not None:
         result = ConversionResult(None, report, external, converted_proto)
     else:
@@ -235,6 +239,26 @@ def _runtime_problem(model: ir.Model) -> str | None:
     except ImportError:  # converting needs no onnxruntime
         return None
     return onnxruntime_load_problem(model.ir_version, model.opset_imports.get("", 1))
+
+
+def _drop_initializer_types(graphs: Iterable[ir.Graph]) -> None:
+    """Forget the type and shape onnx-ir gives every initializer, where they only repeat the tensor's own.
+
+    onnx-ir's deserializer types all initializers and its serializer then writes a value_info for each: a model
+    read from a file gained one per weight, so converting an already-float16 model did not return it unchanged.
+    The tensor itself carries its type and dims; the value_info said nothing more.
+    """
+    for graph in graphs:
+        inputs = {id(v) for v in graph.inputs}
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if id(value) in inputs or tensor is None or value.metadata_props or value.doc_string:
+                continue
+            vtype, shape = value.type, value.shape
+            redundant = isinstance(vtype, ir.TensorType) and vtype.dtype == tensor.dtype and shape is not None
+            if redundant and tuple(shape) == tuple(tensor.shape):
+                value.type = None
+                value.shape = None
 
 
 def _has_float16(index: GraphIndex, types: element_types.ElementTypes) -> bool:
