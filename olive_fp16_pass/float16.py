@@ -201,6 +201,8 @@ def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: b
     if added_note:
         report.notes.append(added_note)
     report.notes.extend(fusion_notes)
+    if not emulate:
+        report.notes.extend(_other_float_notes(index, types))
     problem = _runtime_problem(ir_model) if check_runtime else None
     if problem:
         report.warnings.append(f"{problem}; the converted model keeps the input's IR version and opset")
@@ -239,6 +241,30 @@ def _runtime_problem(model: ir.Model) -> str | None:
     except ImportError:  # converting needs no onnxruntime
         return None
     return onnxruntime_load_problem(model.ir_version, model.opset_imports.get("", 1))
+
+
+_KEPT_FLOATS = {
+    ir.DataType.DOUBLE: "float64 tensors kept in float64 (only float32 tensors are converted)",
+    ir.DataType.BFLOAT16: "bfloat16 tensors left as they are (already 16-bit, with float32's range)",
+}
+
+
+def _other_float_notes(index: GraphIndex, types: element_types.ElementTypes) -> list[str]:
+    """Say which tensors of other float types the conversion saw and left alone, so none is a surprise."""
+    found: dict[ir.DataType, list[str]] = {}
+    seen: set[int] = set()
+    for graph in index.graphs:
+        values = [*graph.inputs, *graph.initializers.values(), *(v for node in graph for v in node.outputs)]
+        for value in values:
+            dtype = types.get(value)
+            if dtype in _KEPT_FLOATS and id(value) not in seen:
+                seen.add(id(value))
+                found.setdefault(dtype, []).append(value.name or "?")
+    notes = []
+    for dtype, names in found.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        notes.append(f"{len(names)} {_KEPT_FLOATS[dtype]}: {shown}")
+    return notes
 
 
 def _drop_initializer_types(graphs: Iterable[ir.Graph]) -> None:
