@@ -84,6 +84,7 @@ def convert_float16(
     op_include_list: list[str] | None = None,
     node_include_list: list[str] | None = None,
     clamp_weights: bool = False,
+    load_check: bool = True,
 ) -> ConversionResult:
     """Convert a float32 model to float16, keeping in float32 only the nodes that must stay there.
 
@@ -91,6 +92,11 @@ def convert_float16(
     beyond float16's range, unless `clamp_weights`; control-flow interfaces; unknown ops), and the report says
     which rule and the value it measured. Node names in the node lists are exact names or regular expressions
     (full match). The input model is never modified.
+
+    `load_check`: open the result in onnxruntime with every graph optimization (CPU, and CUDA where it works)
+    and repair or refuse a model that would not load (see load_check.py). It costs one session per provider,
+    several times the conversion itself on large graphs (5k nodes: ~0.5 s to convert, ~2.5 s for the session);
+    turn it off only where something else loads the model right after.
     """
     options = ConversionOptions(
         keep_io_types=keep_io_types,
@@ -100,15 +106,22 @@ def convert_float16(
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
     )
-    return convert_with_options(model, options)
+    return convert_with_options(model, options, load_check=load_check)
 
 
 def convert_with_options(
-    model: ModelLike | ir.Model, options: ConversionOptions, *, emulate: bool = False, check_runtime: bool = True
+    model: ModelLike | ir.Model,
+    options: ConversionOptions,
+    *,
+    emulate: bool = False,
+    check_runtime: bool = True,
+    load_check: bool = True,
 ):
     """The pipeline behind `convert_float16`; `emulate=True` builds the float32 storage-emulation model instead.
 
     An `ir.Model` given here is converted in place (the search builds many candidates from one proto).
+    `check_runtime=False` (the search, which loads every candidate itself) skips the fusion-unit rules and the
+    load check; `load_check=False` skips only the load check.
     """
     # The conversion allocates millions of small objects and frees none of them before it ends: the cyclic
     # garbage collector's passes over them cost 30% of the time and grew faster than the graph (100k nodes:
@@ -116,9 +129,17 @@ def convert_with_options(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        if emulate or not check_runtime:
+        if emulate or not check_runtime or not load_check:
             return _convert(model, options, emulate, check_runtime)
-        return load_checked(model, options, lambda opts: _convert(model, opts, False, True))
+        # A repair converts again from the untouched input; an ir.Model is edited in place, so keep a copy.
+        source = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
+        attempts = iter([model])
+
+        def convert(forced: dict) -> ConversionResult:
+            chosen = options.with_forced({**options.forced_fp32, **forced}) if forced else options
+            return _convert(next(attempts, source), chosen, False, True)
+
+        return load_checked(source, convert)
     finally:
         if enabled:
             gc.enable()

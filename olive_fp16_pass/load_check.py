@@ -21,7 +21,6 @@ import onnx_ir as ir
 
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.fusion_units import FusionUnit
-from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import Precision, Rule
 
 MAX_REPAIRS = 16
@@ -82,7 +81,7 @@ def _failing_label(message: str, labels: set[str]) -> str | None:
     return None
 
 
-def _repair(result, message: str) -> tuple[dict[str, tuple[object, str]], str] | None:
+def _repair(result, message: str) -> tuple[dict[str, tuple[Rule, str]], str] | None:
     """Nodes to move to float32 for the failure in `message`, and a note; None when nothing can be moved."""
     decisions = {d.node: d for d in result.report.decisions}
     label = _failing_label(message, set(decisions))
@@ -109,9 +108,13 @@ def _source_bytes(model) -> bytes | str | None:
     return None
 
 
-def load_checked(model, options: ConversionOptions, convert: Callable[[ConversionOptions], object]):
-    """`convert(options)`, then check, repair and re-convert until the result loads; never an unloadable model."""
-    result = convert(options)
+def load_checked(model, convert: Callable[[dict[str, tuple[Rule, str]]], object]):
+    """`convert({})`, then check, repair and re-convert until the result loads; never an unloadable model.
+
+    `convert(forced)` converts the model with the nodes in `forced` (label -> rule, detail) kept in float32.
+    """
+    forced_all: dict[str, tuple[Rule, str]] = {}
+    result = convert(forced_all)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:  # converting needs no onnxruntime; nothing to check against
@@ -136,8 +139,8 @@ def load_checked(model, options: ConversionOptions, convert: Callable[[Conversio
             break
         forced, note = repair
         notes.append(note)
-        options = options.with_forced({**options.forced_fp32, **forced})
-        result = convert(options)
+        forced_all = {**forced_all, **forced}
+        result = convert(forced_all)
     source = _source_bytes(model)
     source_problem = load_problem(source, provider) if source is not None else None
     if source_problem is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
@@ -17,6 +18,7 @@ import olive_fp16_pass as fp16
 from olive_fp16_pass import float16 as float16_mod
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.fusion_units import fusion_units
+from olive_fp16_pass.options import ConversionOptions
 from tests.helpers import check_converted, feeds_for, init, make_model, vi
 from tests.models import layernorm_nodes
 
@@ -234,3 +236,14 @@ def test_every_unit_moves_whole(blocked):
     got = precisions(result)
     assert {p for n, p in got.items() if n.startswith(prefix)} == {"fp32"}
     assert {p for n, p in got.items() if n.startswith(("g_", "mm2"))} == {"fp16"}
+
+
+def test_load_check_can_be_skipped_and_repairs_an_ir_model_input(monkeypatch):
+    monkeypatch.setattr(float16_mod, "keep_units_whole", lambda *args: [])
+    model = ln_on_input()
+    unchecked = fp16.convert_float16(model, keep_io_types=True, load_check=False)
+    with pytest.raises(Exception, match="LayerNormalization"):
+        all_optimizations_session(unchecked.model)
+    options = ConversionOptions(keep_io_types=True)
+    repaired = float16_mod.convert_with_options(ir.serde.deserialize_model(model), options)
+    check_loads_and_accurate(model, repaired.model)
