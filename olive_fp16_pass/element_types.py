@@ -122,11 +122,67 @@ def infer(model: ir.Model, index: GraphIndex | None = None) -> ElementTypes:
             _declared(value, types)
     for node, _ in index.nodes:
         _propagate(node, types, opsets, id(node) in index.control_flow)
+    for _ in range(_REFINE_PASSES):
+        if not _refine_backwards(index, types, opsets):
+            break
+        for node, _ in index.nodes:
+            _propagate(node, types, opsets, id(node) in index.control_flow, retry=True)
     return types
 
 
-def _propagate(node: ir.Node, types: ElementTypes, opsets: dict[str, int], control_flow: bool) -> None:
-    pending = [out for out in node.outputs if id(out) not in types._types and not _declared(out, types)]
+# Rounds of backward-then-forward inference; each round crosses one op without a schema (rare: custom ops).
+_REFINE_PASSES = 4
+
+
+def _signature(node: ir.Node, opsets: dict[str, int]) -> op_signatures.OpSignature | None:
+    version = opsets.get(node.domain if node.domain != "ai.onnx" else "")
+    return op_signatures.lookup(node.domain, node.op_type, version) if version is not None else None
+
+
+def _refine_backwards(index: GraphIndex, types: ElementTypes, opsets: dict[str, int]) -> bool:
+    """Type the outputs of ops without a schema from what their consumers' schemas require.
+
+    A custom-domain op's output with no value_info has no known type, and every node after it would stay
+    float32 for "unknown type". But a consumer whose schema binds that input to a constraint (Relu's T) already
+    knows it from its other tensors (its output, declared as a graph output, or a sibling input).
+    """
+    changed = False
+    for node, _ in reversed(index.nodes):
+        unknown = [
+            (i, v)
+            for i, v in enumerate(node.inputs)
+            if v is not None and types.get(v) is None and id(v) not in types.non_tensor
+        ]
+        if not unknown or id(node) in index.control_flow:
+            continue
+        signature = _signature(node, opsets)
+        if signature is None:
+            continue
+        bound: dict[str, ir.DataType] = {}
+        for i, value in enumerate(node.inputs):
+            slot = signature.input_slot(i)
+            if slot is not None and slot.constraint and slot.homogeneous and types.get(value) is not None:
+                bound.setdefault(slot.constraint, types.get(value))
+        for i, value in enumerate(node.outputs):
+            slot = signature.output_slot(i)
+            if slot is not None and slot.constraint and types.get(value) is not None:
+                bound.setdefault(slot.constraint, types.get(value))
+        for i, value in unknown:
+            slot = signature.input_slot(i)
+            if slot is not None and slot.constraint in bound and slot.homogeneous:
+                types.set(value, bound[slot.constraint])
+                changed = True
+    return changed
+
+
+def _propagate(
+    node: ir.Node, types: ElementTypes, opsets: dict[str, int], control_flow: bool, retry: bool = False
+) -> None:
+    known = types._types
+    if retry:  # a second look at outputs still untyped, now that more inputs may be known
+        pending = [out for out in node.outputs if known.get(id(out), 0) is None and id(out) not in types.non_tensor]
+    else:
+        pending = [out for out in node.outputs if id(out) not in known and not _declared(out, types)]
     if not pending:
         return
     attr_dtype = _attr_dtype(node)
@@ -140,8 +196,7 @@ def _propagate(node: ir.Node, types: ElementTypes, opsets: dict[str, int], contr
             if out in pending:
                 types.set(out, flow[i] if i < len(flow) else None)
         return
-    version = opsets.get(node.domain if node.domain != "ai.onnx" else "")
-    signature = op_signatures.lookup(node.domain, node.op_type, version) if version is not None else None
+    signature = _signature(node, opsets)
     if signature is None:
         for out in pending:
             types.set(out, None)

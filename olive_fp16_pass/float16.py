@@ -9,7 +9,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +20,12 @@ from olive_fp16_pass import classify as classify_mod
 from olive_fp16_pass import cuda_kernels, element_types, emit_proto
 from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.fusion_units import ir_units, keep_units_whole
 from olive_fp16_pass.graph_walk import GraphIndex
+from olive_fp16_pass.load_check import load_checked, unit_labels
 from olive_fp16_pass.model_io import has_external_data, load_model_file, save_model
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import ForcedDecision
+from olive_fp16_pass.precision_plan import ForcedDecision, Origin
 from olive_fp16_pass.report import ConversionReport
 
 logger = logging.getLogger(__name__)
@@ -39,11 +41,15 @@ class ConversionResult:
     report: ConversionReport
     external_data: bool = False
     _proto: onnx.ModelProto | None = field(default=None, repr=False)
+    # Set by the user-facing conversion for its load check: fusion units by label, a known IR/opset problem.
+    fusion: dict = field(default_factory=dict, repr=False)
+    runtime_problem: str | None = field(default=None, repr=False)
 
     @property
     def ir_model(self) -> ir.Model:
         if self._ir is None:
             self._ir = ir.serde.deserialize_model(self._proto)
+            _drop_initializer_types(self._ir.graphs())  # else saving writes a value_info per weight
         return self._ir
 
     @property
@@ -80,6 +86,7 @@ def convert_float16(
     node_include_list: list[str] | None = None,
     clamp_weights: bool = False,
     provider: str | None = "CUDAExecutionProvider",
+    load_check: bool = True,
 ) -> ConversionResult:
     """Convert a float32 model to float16, keeping in float32 only the nodes that must stay there.
 
@@ -89,6 +96,11 @@ def convert_float16(
     and the value it measured. `provider` is the execution provider the model is meant for (None: no
     provider-specific rule). Node names in the node lists are exact names or regular expressions (full match).
     The input model is never modified.
+
+    `load_check`: open the result in onnxruntime with every graph optimization (CPU, and CUDA where it works)
+    and repair or refuse a model that would not load (see load_check.py). It costs one session per provider,
+    several times the conversion itself on large graphs (5k nodes: ~0.5 s to convert, ~2.5 s for the session);
+    turn it off only where something else loads the model right after.
     """
     options = ConversionOptions(
         keep_io_types=keep_io_types,
@@ -99,7 +111,7 @@ def convert_float16(
         clamp_weights=clamp_weights,
         provider=provider,
     )
-    return convert_with_options(model, options)
+    return convert_with_options(model, options, load_check=load_check)
 
 
 def convert_with_options(
@@ -109,11 +121,14 @@ def convert_with_options(
     forced: Mapping[str, ForcedDecision] | None = None,
     emulate: bool = False,
     check_runtime: bool = True,
+    load_check: bool = True,
 ):
     """The pipeline behind `convert_float16`; `emulate=True` builds the float32 storage-emulation model instead.
 
     `forced`: nodes the mixed-precision search keeps in float32 (by label), each with its rule and detail.
     An `ir.Model` given here is converted in place (the search builds many candidates from one proto).
+    `check_runtime=False` (the search, which loads every candidate itself) skips the fusion-unit rules and the
+    load check; `load_check=False` skips only the load check.
     """
     # The conversion allocates millions of small objects and frees none of them before it ends: the cyclic
     # garbage collector's passes over them cost 30% of the time and grew faster than the graph (100k nodes:
@@ -121,7 +136,20 @@ def convert_with_options(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _convert(model, options, forced or {}, emulate, check_runtime)
+        base_forced = dict(forced or {})
+        if emulate or not check_runtime or not load_check:
+            return _convert(model, options, base_forced, emulate, check_runtime)
+        # A repair converts again from the untouched input; an ir.Model is edited in place, so keep a copy.
+        source = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
+        attempts = iter([model])
+
+        def convert(repairs: dict) -> ConversionResult:
+            moved = {
+                label: ForcedDecision(rule, detail, Origin.LOAD_CHECK) for label, (rule, detail) in repairs.items()
+            }
+            return _convert(next(attempts, source), options, {**base_forced, **moved}, False, True)
+
+        return load_checked(source, convert)
     finally:
         if enabled:
             gc.enable()
@@ -149,6 +177,12 @@ def _convert(
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
     classified = classify_mod.classify(ir_model, index, types, options, forced)
+    fusion_notes: list[str] = []
+    units = []
+    if check_runtime and not emulate:  # the search keeps its own fusion units (mixed_precision.py)
+        units = [unit for graph in index.graphs for unit in ir_units(graph)]
+        fusion_notes = keep_units_whole(ir_model, units, classified, options, index.labels)
+    fusion_table = unit_labels(units, index.labels)  # read before the graph is edited
     converted_proto = None
     if source_proto is not None:
         converted_proto, stats = emit_proto.emit(source_proto, ir_model, index, types, classified, options)
@@ -182,13 +216,23 @@ def _convert(
         )
     if added_note:
         report.notes.append(added_note)
+    report.notes.extend(fusion_notes)
+    if not emulate:
+        report.notes.extend(_other_float_notes(index, types))
     problem = _runtime_problem(ir_model) if check_runtime else None
     if problem:
         report.warnings.append(f"{problem}; the converted model keeps the input's IR version and opset")
     report.seconds = time.perf_counter() - start
+    if converted_proto is None and not emulate:
+        _drop_initializer_types(index.graphs)
     if converted_proto is not None:
-        return ConversionResult(None, report, external, converted_proto)
-    return ConversionResult(ir_model, report, external)
+        result = ConversionResult(None, report, external, converted_proto)
+    else:
+        result = ConversionResult(ir_model, report, external)
+    if check_runtime and not emulate:
+        result.fusion = fusion_table
+        result.runtime_problem = problem
+    return result
 
 
 # Casts need the default ONNX domain; a model importing only other domains (ai.onnx.ml) gets this version.
@@ -213,6 +257,50 @@ def _runtime_problem(model: ir.Model) -> str | None:
     except ImportError:  # converting needs no onnxruntime
         return None
     return onnxruntime_load_problem(model.ir_version, model.opset_imports.get("", 1))
+
+
+_KEPT_FLOATS = {
+    ir.DataType.DOUBLE: "float64 tensors kept in float64 (only float32 tensors are converted)",
+    ir.DataType.BFLOAT16: "bfloat16 tensors left as they are (already 16-bit, with float32's range)",
+}
+
+
+def _other_float_notes(index: GraphIndex, types: element_types.ElementTypes) -> list[str]:
+    """Say which tensors of other float types the conversion saw and left alone, so none is a surprise."""
+    found: dict[ir.DataType, list[str]] = {}
+    seen: set[int] = set()
+    for graph in index.graphs:
+        values = [*graph.inputs, *graph.initializers.values(), *(v for node in graph for v in node.outputs)]
+        for value in values:
+            dtype = types.get(value)
+            if dtype in _KEPT_FLOATS and id(value) not in seen:
+                seen.add(id(value))
+                found.setdefault(dtype, []).append(value.name or "?")
+    notes = []
+    for dtype, names in found.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        notes.append(f"{len(names)} {_KEPT_FLOATS[dtype]}: {shown}")
+    return notes
+
+
+def _drop_initializer_types(graphs: Iterable[ir.Graph]) -> None:
+    """Forget the type and shape onnx-ir gives every initializer, where they only repeat the tensor's own.
+
+    onnx-ir's deserializer types all initializers and its serializer then writes a value_info for each: a model
+    read from a file gained one per weight, so converting an already-float16 model did not return it unchanged.
+    The tensor itself carries its type and dims; the value_info said nothing more.
+    """
+    for graph in graphs:
+        inputs = {id(v) for v in graph.inputs}
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if id(value) in inputs or tensor is None or value.metadata_props or value.doc_string:
+                continue
+            vtype, shape = value.type, value.shape
+            redundant = isinstance(vtype, ir.TensorType) and vtype.dtype == tensor.dtype and shape is not None
+            if redundant and tuple(shape) == tuple(tensor.shape):
+                value.type = None
+                value.shape = None
 
 
 def _has_float16(index: GraphIndex, types: element_types.ElementTypes) -> bool:

@@ -9,6 +9,7 @@ other domains (com.microsoft, ai.onnx.ml, ...) from the schemas onnxruntime regi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -117,10 +118,35 @@ def _from_ort_schema(schema) -> OpSignature:
     )
 
 
+# Quantization boundaries keep their scales' type. Since opset 19 the schemas let QuantizeLinear's input and
+# scale (and DequantizeLinear's scale and output) be float16, so a schema-driven converter would rewrite every
+# scale of a QDQ model in float16: scales written by a calibration in float32 would be rounded, and QDQ
+# consumers (TensorRT, ORT's QDQ transformers, quantization tools) expect the model's own types. The Q/DQ nodes
+# therefore read and write float32, like the opset-13 schemas say, and the float ops between them convert,
+# with Casts at the DequantizeLinear outputs and QuantizeLinear inputs.
+_KEEP_TYPES: frozenset[tuple[str, str]] = frozenset(
+    (domain, op) for domain in ("", "com.microsoft") for op in ("QuantizeLinear", "DequantizeLinear")
+)
+
+
+def _without_float16(signature: OpSignature) -> OpSignature:
+    def strip(slots: tuple[Slot, ...]) -> tuple[Slot, ...]:
+        drop = {FLOAT16_TYPE, "tensor(bfloat16)"}
+        return tuple(Slot(s.name, s.constraint, s.allowed - drop, s.variadic, s.homogeneous) for s in slots)
+
+    return dataclasses.replace(signature, inputs=strip(signature.inputs), outputs=strip(signature.outputs))
+
+
 @functools.cache
 def lookup(domain: str, op_type: str, opset_version: int) -> OpSignature | None:
     """The schema of `op_type` as seen by a model importing `domain` at `opset_version`, or None if unknown."""
-    domain = _normalize_domain(domain)
+    signature = _lookup(_normalize_domain(domain), op_type, opset_version)
+    if signature is not None and (signature.domain, op_type) in _KEEP_TYPES:
+        return _without_float16(signature)
+    return signature
+
+
+def _lookup(domain: str, op_type: str, opset_version: int) -> OpSignature | None:
     try:
         return _from_onnx_schema(onnx.defs.get_schema(op_type, opset_version, domain))
     except onnx.defs.SchemaError:

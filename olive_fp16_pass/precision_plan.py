@@ -33,6 +33,7 @@ class Rule(str, Enum):
     UNKNOWN_TYPE = "unknown_type"
     NON_TENSOR_TYPE = "non_tensor_type"
     CONTROL_FLOW = "control_flow_interface"
+    FUSION_BOUNDARY = "fusion_boundary"  # a fused pattern (LayerNorm) must run in its input's precision
     ACTIVATION_OVERFLOW = "activation_overflow"
     ACTIVATION_UNDERFLOW = "activation_underflow"
     ACCURACY = "accuracy"
@@ -62,6 +63,7 @@ class Origin(str, Enum):
     FUSED = "fused"  # moves with a node of its fusion unit that a range rule forced
     ACCURACY = "accuracy"  # the accuracy search's ranking (alone, or moving with its unit)
     FALLBACK = "fallback"  # no candidate met the criteria: every node in float32
+    LOAD_CHECK = "load-check"  # onnxruntime would not load the model with it in float16 (load_check.py)
 
 
 @dataclass(frozen=True)

@@ -66,13 +66,14 @@ def test_unknown_type():
     proto = make_model(
         [
             helper.make_node("Custom", ["x"], ["h"], name="custom", domain="my.domain"),
-            helper.make_node("Relu", ["h"], ["y"], name="relu"),
+            # Shape accepts any type: nothing tells the type of h (a Relu consumer would: element_types infers it)
+            helper.make_node("Shape", ["h"], ["y"], name="shape"),
         ],
         [vi("x", TensorProto.FLOAT, [2])],
-        [vi("y", TensorProto.FLOAT, [2])],
+        [vi("y", TensorProto.INT64, [1])],
         extra_opsets=[("my.domain", 1)],
     )
-    decision = ask(rules.unknown_type, proto, "relu")
+    decision = ask(rules.unknown_type, proto, "shape")
     assert decision.rule is Rule.UNKNOWN_TYPE and "h" in decision.detail
     assert ask(rules.unknown_type, _mul(), "mul") is None
 

@@ -1,0 +1,249 @@
+"""Float16 output loads in onnxruntime with every graph optimization: fusion units keep one precision.
+
+ORT fuses decomposed LayerNorm / GELU patterns. A precision boundary inside such a pattern, or a Cast right
+in front of a LayerNorm (which LayerNormFusion swallows), makes a model that passes the checker fail to load:
+"Type parameter (T) of Optype (LayerNormalization) bound to different types".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import olive_fp16_pass as fp16
+from olive_fp16_pass import float16 as float16_mod
+from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.fusion_units import fusion_units
+from olive_fp16_pass.options import ConversionOptions
+from tests.helpers import check_converted, feeds_for, init, make_model, vi
+from tests.models import layernorm_nodes
+
+W = 16
+
+
+def _ln_inits():
+    return [
+        init("two", np.float32(2)),
+        init("eps", np.float32(1e-5)),
+        init("gamma", np.linspace(0.5, 1.5, W).astype(np.float32)),
+        init("beta", np.linspace(-0.2, 0.2, W).astype(np.float32)),
+    ]
+
+
+def gelu_nodes(x: str, p: str) -> list[onnx.NodeProto]:
+    """GELU as torch's TorchScript exporter writes it: x * 0.5 * (1 + erf(x / sqrt 2))."""
+    return [
+        helper.make_node("Div", [x, "sqrt2"], [p + "d"], name=p + "div"),
+        helper.make_node("Erf", [p + "d"], [p + "e"], name=p + "erf"),
+        helper.make_node("Add", [p + "e", "one"], [p + "a"], name=p + "add"),
+        helper.make_node("Mul", [x, p + "a"], [p + "m"], name=p + "mul"),
+        helper.make_node("Mul", [p + "m", "half"], [p + "out"], name=p + "half"),
+    ]
+
+
+GELU_INITS = [init("sqrt2", np.float32(np.sqrt(2))), init("one", np.float32(1)), init("half", np.float32(0.5))]
+
+
+def ln_on_input(opset: int = 17) -> onnx.ModelProto:
+    nodes = [*layernorm_nodes("x", "ln_"), helper.make_node("Relu", ["ln_out"], ["y"], name="relu")]
+    return make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])],
+                      _ln_inits(), opset=opset)  # fmt: skip
+
+
+def matmul_ln() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+        *layernorm_nodes("h", "ln_"),
+        helper.make_node("Relu", ["ln_out"], ["y"], name="relu"),
+    ]
+    weight = init("W", (rng.standard_normal((W, W)) / 4).astype(np.float32))
+    return make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])],
+                      [*_ln_inits(), weight])  # fmt: skip
+
+
+def gelu_on_input() -> onnx.ModelProto:
+    nodes = [*gelu_nodes("x", "g_"), helper.make_node("Relu", ["g_out"], ["y"], name="relu")]
+    return make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])],
+                      GELU_INITS)  # fmt: skip
+
+
+def all_optimizations_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def check_loads_and_accurate(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
+    session = all_optimizations_session(converted)  # raises if LayerNormFusion breaks the model
+    feeds = feeds_for(original, dims={"b": 4})
+    check_converted(original, converted, feeds=feeds, atol=2e-2, rtol=2e-2)
+    typed = {i.name: feeds[i.name].astype(np.float16 if "16" in i.type else np.float32) for i in session.get_inputs()}
+    optimized = session.run(None, typed)[0].astype(np.float32)
+    reference = all_optimizations_session(original).run(None, feeds)[0]
+    np.testing.assert_allclose(optimized, reference, atol=2e-2, rtol=2e-2)
+
+
+def precisions(result) -> dict[str, str]:
+    return {d.node: d.precision.value for d in result.report.decisions}
+
+
+@pytest.mark.parametrize("keep_io", [True, False])
+def test_layernorm_on_graph_input_loads_with_all_optimizations(keep_io):
+    model = ln_on_input()
+    result = fp16.convert_float16(model, keep_io_types=keep_io)
+    check_loads_and_accurate(model, result.model)
+    ln = {n: p for n, p in precisions(result).items() if n.startswith("ln_")}
+    # keep_io_types=True: the LayerNorm runs in its input's precision (float32), the Cast moves after it.
+    assert set(ln.values()) == {"fp32" if keep_io else "fp16"}
+    if keep_io:
+        assert {d.rule.value for d in result.report.fp32_nodes} == {"fusion_boundary"}
+        assert any("kept in float32, the precision of its input" in n for n in result.report.notes)
+
+
+def test_layernorm_on_graph_input_before_opset17_stays_float16():
+    """Below opset 17 the fused node is ORT's LayerNormalization-1, which takes float32 x and float16 scale."""
+    model = ln_on_input(opset=16)
+    result = fp16.convert_float16(model, keep_io_types=True)
+    check_loads_and_accurate(model, result.model)
+    assert {p for n, p in precisions(result).items() if n.startswith("ln_")} == {"fp16"}
+
+
+@pytest.mark.parametrize("keep_io", [True, False])
+def test_gelu_on_graph_input_loads_and_is_accurate(keep_io):
+    model = gelu_on_input()
+    result = fp16.convert_float16(model, keep_io_types=keep_io)
+    check_loads_and_accurate(model, result.model)
+
+
+@pytest.mark.parametrize("keep_io", [True, False])
+def test_blocking_one_gelu_node_keeps_the_whole_unit_float32(keep_io):
+    model = gelu_on_input()
+    result = fp16.convert_float16(model, keep_io_types=keep_io, op_block_list=["Erf"])
+    check_loads_and_accurate(model, result.model)
+    gelu = {n: p for n, p in precisions(result).items() if n.startswith("g_")}
+    assert set(gelu.values()) == {"fp32"}, gelu
+    detail = {d.node: d.detail for d in result.report.fp32_nodes}
+    assert "fused with 'g_erf'" in detail["g_div"] and "Gelu" in detail["g_div"]
+    assert precisions(result)["relu"] == "fp16"
+
+
+@pytest.mark.parametrize("keep_io", [True, False])
+def test_layernorm_after_float32_matmul_loads(keep_io):
+    """A blocked MatMul feeding a float16 LayerNorm: the Cast between them would be absorbed."""
+    model = matmul_ln()
+    result = fp16.convert_float16(model, keep_io_types=keep_io, op_block_list=["MatMul"])
+    check_loads_and_accurate(model, result.model)
+
+
+@pytest.mark.parametrize("keep_io", [True, False])
+def test_float32_layernorm_after_float16_matmul_moves_the_boundary_up(keep_io):
+    """The user keeps the LayerNorm in float32: the MatMul feeding it follows, so the Cast sits before it."""
+    model = matmul_ln()
+    ln_nodes = [n.name for n in model.graph.node if n.name.startswith("ln_")]
+    result = fp16.convert_float16(model, keep_io_types=keep_io, node_block_list=ln_nodes)
+    check_loads_and_accurate(model, result.model)
+    decisions = {d.node: d for d in result.report.decisions}
+    assert decisions["mm"].precision.value == "fp32" and decisions["mm"].rule.value == "fusion_boundary"
+    assert all(decisions[n].rule.value == "node_block_list" for n in ln_nodes)
+
+
+def test_splitting_a_layernorm_by_op_block_list_keeps_it_whole():
+    model = matmul_ln()
+    result = fp16.convert_float16(model, op_block_list=["ReduceMean"])
+    check_loads_and_accurate(model, result.model)
+    assert {p for n, p in precisions(result).items() if n.startswith("ln_")} == {"fp32"}
+
+
+def test_load_check_repairs_what_the_unit_rules_miss(monkeypatch):
+    """With the preventive rules switched off, the load check itself finds the failing node and repairs it."""
+    monkeypatch.setattr(float16_mod, "keep_units_whole", lambda *args: [])
+    model = ln_on_input()
+    result = fp16.convert_float16(model, keep_io_types=True)
+    check_loads_and_accurate(model, result.model)
+    assert any(n.startswith("load check: moved") and "ln_mulg" in n for n in result.report.notes)
+
+
+def test_unloadable_result_raises_float16error():
+    """A float32 LayerNorm reading a float16 graph input cannot load (the Cast is absorbed): clear error."""
+    model = ln_on_input()
+    ln_nodes = [n.name for n in model.graph.node if n.name.startswith("ln_")]
+    with pytest.raises(Float16Error, match="does not load in onnxruntime.*LayerNormalization"):
+        fp16.convert_float16(model, keep_io_types=False, node_block_list=ln_nodes)
+
+
+def fast_gelu_nodes(x: str, p: str) -> list[onnx.NodeProto]:
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's "gelu_new"."""
+    return [
+        helper.make_node("Pow", [x, "three"], [p + "x3"], name=p + "pow"),
+        helper.make_node("Mul", [p + "x3", "c044"], [p + "a"], name=p + "mul_c"),
+        helper.make_node("Add", [x, p + "a"], [p + "b"], name=p + "add_x"),
+        helper.make_node("Mul", [p + "b", "c079"], [p + "c"], name=p + "mul_s"),
+        helper.make_node("Tanh", [p + "c"], [p + "t"], name=p + "tanh"),
+        helper.make_node("Add", [p + "t", "one"], [p + "d"], name=p + "add1"),
+        helper.make_node("Mul", [x, p + "d"], [p + "e"], name=p + "mul_x"),
+        helper.make_node("Mul", [p + "e", "half"], [p + "out"], name=p + "half"),
+    ]
+
+
+def rms_norm_nodes(x: str, p: str) -> list[onnx.NodeProto]:
+    return [
+        helper.make_node("Pow", [x, "two"], [p + "sq"], name=p + "pow"),
+        helper.make_node("ReduceMean", [p + "sq"], [p + "m"], axes=[-1], name=p + "rm"),
+        helper.make_node("Add", [p + "m", "eps"], [p + "v"], name=p + "add"),
+        helper.make_node("Sqrt", [p + "v"], [p + "r"], name=p + "sqrt"),
+        helper.make_node("Div", [x, p + "r"], [p + "n"], name=p + "div"),
+        helper.make_node("Mul", [p + "n", "gamma"], [p + "out"], name=p + "mul"),
+    ]
+
+
+def transformer_block() -> onnx.ModelProto:
+    """MatMul -> LayerNorm -> GELU -> RMSNorm -> FastGelu -> MatMul: every pattern the matcher knows."""
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+        *layernorm_nodes("h", "ln_"),
+        *gelu_nodes("ln_out", "g_"),
+        *rms_norm_nodes("g_out", "rms_"),
+        *fast_gelu_nodes("rms_out", "fg_"),
+        helper.make_node("MatMul", ["fg_out", "W"], ["y"], name="mm2"),
+    ]
+    inits = [*_ln_inits(), *GELU_INITS, init("W", (rng.standard_normal((W, W)) / 4).astype(np.float32))]
+    inits += [init("three", np.float32(3)), init("c044", np.float32(0.044715)), init("c079", np.float32(0.7978846))]
+    return make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])], inits)
+
+
+def test_search_and_float16_share_the_unit_patterns():
+    """mixed_precision's protobuf view finds the units the Float16 conversion keeps whole, RMSNorm and FastGelu too."""
+    model = transformer_block()
+    units = fusion_units(model.graph, [n.name for n in model.graph.node])
+    assert sorted(map(sorted, units)) == sorted(
+        sorted(n.name for n in model.graph.node if n.name.startswith(p)) for p in ("ln_", "g_", "rms_", "fg_")
+    )
+
+
+@pytest.mark.parametrize("blocked", ["Tanh", "Sqrt"])
+def test_every_unit_moves_whole(blocked):
+    model = transformer_block()
+    result = fp16.convert_float16(model, op_block_list=[blocked], keep_io_types=True)
+    check_loads_and_accurate(model, result.model)
+    prefix = {"Tanh": "fg_", "Sqrt": "rms_"}[blocked]
+    got = precisions(result)
+    assert {p for n, p in got.items() if n.startswith(prefix)} == {"fp32"}
+    assert {p for n, p in got.items() if n.startswith(("g_", "mm2"))} == {"fp16"}
+
+
+def test_load_check_can_be_skipped_and_repairs_an_ir_model_input(monkeypatch):
+    monkeypatch.setattr(float16_mod, "keep_units_whole", lambda *args: [])
+    model = ln_on_input()
+    unchecked = fp16.convert_float16(model, keep_io_types=True, load_check=False)
+    with pytest.raises(Exception, match="LayerNormalization"):
+        all_optimizations_session(unchecked.model)
+    options = ConversionOptions(keep_io_types=True)
+    repaired = float16_mod.convert_with_options(ir.serde.deserialize_model(model), options)
+    check_loads_and_accurate(model, repaired.model)
