@@ -20,7 +20,7 @@ from olive_fp16_pass import element_types, emit_proto
 from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.graph_walk import GraphIndex
-from olive_fp16_pass.model_io import has_external_data, load_model_file, save_model
+from olive_fp16_pass.model_io import LoadedModel, load, save_model
 from olive_fp16_pass.options import ConversionOptions, NamePatterns
 from olive_fp16_pass.report import ConversionReport
 
@@ -37,6 +37,7 @@ class ConversionResult:
     report: ConversionReport
     external_data: bool = False
     _proto: onnx.ModelProto | None = field(default=None, repr=False)
+    inputs: tuple[Path, ...] = ()  # files the model was read from: save refuses to overwrite them
 
     @property
     def ir_model(self) -> ir.Model:
@@ -51,20 +52,32 @@ class ConversionResult:
         return self._proto
 
     def save(
-        self, path: str | os.PathLike, *, external_data: bool | None = None, external_data_name: str | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        external_data: bool | None = None,
+        external_data_name: str | None = None,
+        in_place: bool = False,
     ) -> Path:
-        """Write the model atomically; external data if asked, if the input had it, or if it needs it (>2 GB)."""
+        """Write the model atomically; external data if asked, if the input had it, or if it needs it (>2 GB).
+
+        Writing over the input's own model or data file is refused unless `in_place=True`.
+        """
         if external_data is None and self.external_data:
             external_data = True
-        return save_model(self.ir_model, path, external_data=external_data, external_data_name=external_data_name)
+        return save_model(
+            self.ir_model,
+            path,
+            external_data=external_data,
+            external_data_name=external_data_name,
+            inputs=self.inputs,
+            in_place=in_place,
+        )
 
 
-def _load(model: ModelLike) -> tuple[ir.Model, bool]:
-    if isinstance(model, onnx.ModelProto):
-        external = has_external_data(model)
-        return ir.serde.deserialize_model(model), external
-    if isinstance(model, (str, os.PathLike)):
-        return load_model_file(model)
+def _load(model: ModelLike) -> LoadedModel:
+    if isinstance(model, (onnx.ModelProto, str, os.PathLike)):
+        return load(model)
     raise Float16Error(f"model: expected an onnx.ModelProto or a path to an .onnx file, got {type(model).__name__}")
 
 
@@ -118,11 +131,12 @@ def convert_with_options(
 def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: bool, check_runtime: bool):
     start = time.perf_counter()
     # A ModelProto without external data is edited as protobuf (emit_proto); anything else through onnx-ir.
-    source_proto = model if isinstance(model, onnx.ModelProto) and not emulate else None
-    if isinstance(model, ir.Model):
+    loaded = None if isinstance(model, ir.Model) else _load(model)
+    source_proto = loaded.proto if isinstance(model, onnx.ModelProto) and not emulate else None
+    if loaded is None:
         ir_model, external = model, False
     else:
-        ir_model, external = _load(model)
+        ir_model, external = loaded.model, loaded.external
     if external:
         source_proto = None
     graph = ir_model.graph
@@ -185,13 +199,17 @@ def _convert(model: ModelLike | ir.Model, options: ConversionOptions, emulate: b
         )
     if added_note:
         report.notes.append(added_note)
+    if loaded is not None:
+        report.notes.extend(f"repaired the input: {r}" for r in loaded.repairs)
+        report.warnings.extend(loaded.warnings)
     problem = _runtime_problem(ir_model) if check_runtime else None
     if problem:
         report.warnings.append(f"{problem}; the converted model keeps the input's IR version and opset")
     report.seconds = time.perf_counter() - start
+    inputs = loaded.files if loaded is not None else ()
     if converted_proto is not None:
-        return ConversionResult(None, report, external, converted_proto)
-    return ConversionResult(ir_model, report, external)
+        return ConversionResult(None, report, external, converted_proto, inputs=inputs)
+    return ConversionResult(ir_model, report, external, inputs=inputs)
 
 
 # Casts need the default ONNX domain; a model importing only other domains (ai.onnx.ml) gets this version.
