@@ -10,6 +10,10 @@ from olive_fp16_pass.errors import Float16Error
 
 def _convert(args: argparse.Namespace) -> int:
     from olive_fp16_pass.float16 import convert_float16
+    from olive_fp16_pass.model_io import check_text_target, write_text
+
+    if args.report:  # refused before the work, not after the model is written
+        check_text_target(args.report, "--report")
 
     keep_io: bool | list[str] = args.keep_io_types if args.keep_io_types != ["all"] else True
     result = convert_float16(
@@ -19,11 +23,9 @@ def _convert(args: argparse.Namespace) -> int:
         node_block_list=args.node_block_list,
         clamp_weights=args.clamp_weights,
     )
-    result.save(args.output)
+    result.save(args.output, in_place=args.in_place)
     if args.report:
-        from pathlib import Path
-
-        Path(args.report).write_text(result.report.to_json())
+        write_text(args.report, result.report.to_json(), "--report")
     print(result.report.summary())
     return 0
 
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("--node-block-list", nargs="*", default=None)
     conv.add_argument("--clamp-weights", action="store_true")
     conv.add_argument("--report", help="write the JSON report here")
+    conv.add_argument("--in-place", action="store_true", help="allow -o to be the input model: it is replaced")
     conv.set_defaults(func=_convert)
     pkg = sub.add_parser("package-config", help="write Olive's package config plus our passes")
     pkg.add_argument("-o", "--output", default="olive_fp16_package_config.json")

@@ -21,7 +21,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,15 +134,23 @@ def _entry_int(info: dict[str, str], key: str, source: str, where: str) -> int |
     return value
 
 
-def check_external_data(proto: onnx.ModelProto, base_dir: Path, source: str) -> ExternalDataSummary:
+def check_external_data(
+    proto: onnx.ModelProto,
+    base_dir: Path,
+    source: str,
+    on_files: Callable[[dict[str, Path]], None] | None = None,
+) -> ExternalDataSummary:
     """Refuse any external-data reference that is unsafe or inconsistent; nothing is opened, only `lstat`ed.
 
     `base_dir` is the model's folder (the current directory for a ModelProto, as `onnx` itself resolves it).
+    `on_files` sees the data files once every location is known to be safe, before sizes are compared (a
+    model beside another save's data file is better told as such than as a size mismatch).
     """
     summary = ExternalDataSummary()
     sizes: dict[str, int] = {}
     real_base = Path(os.path.realpath(base_dir))
     seen: set[tuple[str, int]] = set()
+    external = []
     for tensor, where in iter_tensors(proto):
         if not is_external(tensor):
             continue
@@ -154,6 +162,10 @@ def check_external_data(proto: onnx.ModelProto, base_dir: Path, source: str) -> 
         if location not in sizes:
             sizes[location] = _data_file_size(base_dir, real_base, location, source, where)
             summary.files[location] = base_dir / location
+        external.append((tensor, where, info, location))
+    if on_files is not None:
+        on_files(summary.files)
+    for tensor, where, info, location in external:
         offset = _entry_int(info, "offset", source, where) or 0
         length = _entry_int(info, "length", source, where)
         needed = tensor_nbytes(tensor)

@@ -19,6 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from olive_fp16_pass.errors import ModelFileError
+from olive_fp16_pass.external_data_checks import is_external, iter_tensors
 
 # In-memory protos this large cannot be serialized for the checker (protobuf's 2 GiB limit).
 _CHECKER_LIMIT = 2**31 - 1
@@ -84,6 +85,17 @@ def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
 def _checker_problem(proto: onnx.ModelProto) -> str | None:
     if proto.ByteSize() > _CHECKER_LIMIT:
         return None  # external data stays on disk; an in-memory proto this large cannot be checked
+    if any(is_external(t) for t, _ in iter_tensors(proto)):
+        # The checker resolves an in-memory proto's external data against the current directory, not the
+        # model's folder; external_data_checks has already held every reference to stricter rules, so the
+        # checker sees the graph with those tensors emptied (a copy: such protos are small).
+        proto = _copy(proto)
+        for tensor, _ in iter_tensors(proto):
+            if is_external(tensor):
+                del tensor.external_data[:]
+                tensor.data_location = onnx.TensorProto.DEFAULT
+                del tensor.dims[:]
+                tensor.dims.append(0)
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:

@@ -92,8 +92,9 @@ def load(model: onnx.ModelProto | str | os.PathLike) -> LoadedModel:
         source, base, proto, files = str(path), path.parent, _read_proto(path), (path,)
     external = has_external_data(proto)
     if external:
-        summary = check_external_data(proto, base, source)
-        data_pairing.check_pairs(proto, summary.files, source)
+        summary = check_external_data(
+            proto, base, source, on_files=lambda found: data_pairing.check_pairs(proto, found, source)
+        )
         files = (*files, *summary.files.values())
     checked = validate(proto, source)
     ir_model = ir.serde.deserialize_model(checked.proto)
@@ -148,14 +149,48 @@ def check_data_name(name: str, model_name: str) -> None:
         raise OptionError(f"external_data_name: {name!r} is the model file's own name")
 
 
-def _check_output_path(path: Path) -> None:
+def _check_output_path(path: Path, what: str = "output path") -> None:
     if path.is_dir():
-        raise OptionError(f"output path {path}: is a directory, expected a file name such as model.onnx")
+        raise OptionError(f"{what} {path}: is a directory, expected a file name")
     for ancestor in path.parents:
         if ancestor.exists() or ancestor.is_symlink():
             if not ancestor.is_dir():
-                raise OptionError(f"output path {path}: {ancestor} is a file, not a folder")
+                raise OptionError(f"{what} {path}: {ancestor} is a file, not a folder")
             break
+
+
+def check_text_target(path: str | os.PathLike, what: str) -> Path:
+    """Refuse, before any work is done, a file target (a `--report`) that cannot be written."""
+    path = Path(path)
+    _check_output_path(path, what)
+    folder = path.parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise OptionError(f"{what} {path}: folder {existing} is not writable")
+    if existing == folder:  # root passes os.access everywhere: try it (a read-only mount, /proc)
+        probe = folder / f".{path.name}{TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            probe.touch(exist_ok=False)
+        except OSError as exc:
+            raise OptionError(f"{what} {path}: folder {folder} is not writable ({exc.strerror})") from exc
+        probe.unlink()
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str, what: str) -> Path:
+    """Write a small text file atomically (temporary file, then rename) with errors that name the option."""
+    path = check_text_target(path, what)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise OptionError(f"{what} {path}: cannot write ({exc.strerror or exc})") from exc
+    return path
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -208,6 +243,11 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _rename(source: Path, target: Path) -> None:
+    """The renames that publish a save (one place: the kill -9 tests stop a save between two of them)."""
+    os.replace(source, target)
+
+
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; move its files out (the model last) only if the body succeeds."""
@@ -219,6 +259,8 @@ def atomic_output(path: Path) -> Iterator[Path]:
             raise OptionError(f"output path {path}: cannot create folder {folder} ({exc.strerror})") from exc
     if not os.access(folder, os.W_OK):
         raise OptionError(f"output path {path}: folder {folder} is not writable")
+    if not folder.is_dir():
+        raise OptionError(f"output path {path}: {folder} is not a folder")
     clean_leftovers(folder, path.name)
     tmp = folder / f".{path.name}{TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
     try:
@@ -230,7 +272,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
         # Data files first, the model file last: the model only appears once everything it needs is there.
         items = sorted(tmp.iterdir(), key=lambda item: item.name == path.name)
         for item in items:
-            os.replace(item, folder / item.name)
+            _rename(item, folder / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
