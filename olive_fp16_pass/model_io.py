@@ -37,7 +37,7 @@ EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 # Hidden temporary folders are named `.<model name><TMP_MARK><pid>.<random>`.
 TMP_MARK = ".olive-fp16-tmp."
 
-__all__ = ["LoadedModel", "has_external_data", "load", "load_model_file", "save_model"]
+__all__ = ["LoadedModel", "detach_from_input", "has_external_data", "load", "load_model_file", "save_model"]
 
 
 @dataclass
@@ -314,6 +314,18 @@ def save_model(
         except OSError as exc:
             raise OptionError(f"output path {path}: cannot write ({exc.strerror or exc})") from exc
     return path
+
+
+def detach_from_input(model: ir.Model, *, keep_external: bool) -> None:
+    """Make `model` savable by a writer that knows nothing of its source (Olive's `ir_model_to_olive_model`).
+
+    Tensors still lazily read from the input's data file (weights kept in float32) are otherwise written as
+    references to that file by its relative name, which does not exist beside the output. Writers that save
+    external data copy them into their own file (`keep_external=True`); a single-file save needs them in memory.
+    """
+    _materialize_attributes(model)
+    if not keep_external:
+        _materialize_external(model)
 
 
 def _materialize_attributes(model: ir.Model) -> None:
