@@ -228,7 +228,16 @@ def _add_default_opset(ir_model: ir.Model, proto: onnx.ModelProto | None) -> boo
     return True
 
 
+# Every onnxruntime this package supports (>= 1.20, pyproject.toml) loads IR <= 10 and default opset <= 21.
+# Within that no probe session is needed, so onnxruntime is not even imported (importing it and creating a
+# session write a device id and a database under ~/.cache/Microsoft): only a session creates one.
+LOADABLE_BY_EVERY_ORT = (10, 21)
+
+
 def _runtime_problem(model: ir.Model) -> str | None:
+    max_ir, max_opset = LOADABLE_BY_EVERY_ORT
+    if model.ir_version <= max_ir and model.opset_imports.get("", 1) <= max_opset:
+        return None
     try:
         from olive_fp16_pass.runtime import onnxruntime_load_problem
     except ImportError:  # converting needs no onnxruntime
