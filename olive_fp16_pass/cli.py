@@ -11,14 +11,15 @@ from olive_fp16_pass.options import add_cli_flags
 
 def _convert(args: argparse.Namespace) -> int:
     from olive_fp16_pass.float16 import convert_float16
+    from olive_fp16_pass.model_io import check_text_target, write_text
     from olive_fp16_pass.options import options_from_cli
 
+    if args.report:  # refused before the work, not after the model is written
+        check_text_target(args.report, "--report")
     result = convert_float16(args.model, **options_from_cli(args).to_dict())
-    result.save(args.output)
+    result.save(args.output, in_place=args.in_place)
     if args.report:
-        from pathlib import Path
-
-        Path(args.report).write_text(result.report.to_json())
+        write_text(args.report, result.report.to_json(), "--report")
     print(result.report.summary())
     return 0
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("-o", "--output", required=True)
     add_cli_flags(conv)
     conv.add_argument("--report", help="write the JSON report here")
+    conv.add_argument("--in-place", action="store_true", help="allow -o to be the input model: it is replaced")
     conv.set_defaults(func=_convert)
     pkg = sub.add_parser("package-config", help="write Olive's package config plus our passes")
     pkg.add_argument("-o", "--output", default="olive_fp16_package_config.json")

@@ -23,7 +23,7 @@ from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.fusion_units import ir_units, keep_units_whole
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.load_check import load_checked, unit_labels
-from olive_fp16_pass.model_io import has_external_data, load_model_file, save_model
+from olive_fp16_pass.model_io import LoadedModel, load, save_model
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin
 from olive_fp16_pass.report import ConversionReport
@@ -44,6 +44,7 @@ class ConversionResult:
     # Set by the user-facing conversion for its load check: fusion units by label, a known IR/opset problem.
     fusion: dict = field(default_factory=dict, repr=False)
     runtime_problem: str | None = field(default=None, repr=False)
+    inputs: tuple[Path, ...] = ()  # files the model was read from: save refuses to overwrite them
 
     @property
     def ir_model(self) -> ir.Model:
@@ -59,20 +60,32 @@ class ConversionResult:
         return self._proto
 
     def save(
-        self, path: str | os.PathLike, *, external_data: bool | None = None, external_data_name: str | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        external_data: bool | None = None,
+        external_data_name: str | None = None,
+        in_place: bool = False,
     ) -> Path:
-        """Write the model atomically; external data if asked, if the input had it, or if it needs it (>2 GB)."""
+        """Write the model atomically; external data if asked, if the input had it, or if it needs it (>2 GB).
+
+        Writing over the input's own model or data file is refused unless `in_place=True`.
+        """
         if external_data is None and self.external_data:
             external_data = True
-        return save_model(self.ir_model, path, external_data=external_data, external_data_name=external_data_name)
+        return save_model(
+            self.ir_model,
+            path,
+            external_data=external_data,
+            external_data_name=external_data_name,
+            inputs=self.inputs,
+            in_place=in_place,
+        )
 
 
-def _load(model: ModelLike) -> tuple[ir.Model, bool]:
-    if isinstance(model, onnx.ModelProto):
-        external = has_external_data(model)
-        return ir.serde.deserialize_model(model), external
-    if isinstance(model, (str, os.PathLike)):
-        return load_model_file(model)
+def _load(model: ModelLike) -> LoadedModel:
+    if isinstance(model, (onnx.ModelProto, str, os.PathLike)):
+        return load(model)
     raise Float16Error(f"model: expected an onnx.ModelProto or a path to an .onnx file, got {type(model).__name__}")
 
 
@@ -164,11 +177,12 @@ def _convert(
 ):
     start = time.perf_counter()
     # A ModelProto without external data is edited as protobuf (emit_proto); anything else through onnx-ir.
-    source_proto = model if isinstance(model, onnx.ModelProto) and not emulate else None
-    if isinstance(model, ir.Model):
+    loaded = None if isinstance(model, ir.Model) else _load(model)
+    source_proto = loaded.proto if isinstance(model, onnx.ModelProto) and not emulate else None
+    if loaded is None:
         ir_model, external = model, False
     else:
-        ir_model, external = _load(model)
+        ir_model, external = loaded.model, loaded.external
     if external:
         source_proto = None
     graph = ir_model.graph
@@ -219,16 +233,20 @@ def _convert(
     report.notes.extend(fusion_notes)
     if not emulate:
         report.notes.extend(_other_float_notes(index, types))
+    if loaded is not None:
+        report.notes.extend(f"repaired the input: {r}" for r in loaded.repairs)
+        report.warnings.extend(loaded.warnings)
     problem = _runtime_problem(ir_model) if check_runtime else None
     if problem:
         report.warnings.append(f"{problem}; the converted model keeps the input's IR version and opset")
     report.seconds = time.perf_counter() - start
     if converted_proto is None and not emulate:
         _drop_initializer_types(index.graphs)
+    inputs = loaded.files if loaded is not None else ()
     if converted_proto is not None:
-        result = ConversionResult(None, report, external, converted_proto)
+        result = ConversionResult(None, report, external, converted_proto, inputs=inputs)
     else:
-        result = ConversionResult(ir_model, report, external)
+        result = ConversionResult(ir_model, report, external, inputs=inputs)
     if check_runtime and not emulate:
         result.fusion = fusion_table
         result.runtime_problem = problem
@@ -251,7 +269,16 @@ def _add_default_opset(ir_model: ir.Model, proto: onnx.ModelProto | None) -> boo
     return True
 
 
+# Every onnxruntime this package supports (>= 1.20, pyproject.toml) loads IR <= 10 and default opset <= 21.
+# Within that no probe session is needed, so onnxruntime is not even imported (importing it and creating a
+# session write a device id and a database under ~/.cache/Microsoft): only a session creates one.
+LOADABLE_BY_EVERY_ORT = (10, 21)
+
+
 def _runtime_problem(model: ir.Model) -> str | None:
+    max_ir, max_opset = LOADABLE_BY_EVERY_ORT
+    if model.ir_version <= max_ir and model.opset_imports.get("", 1) <= max_opset:
+        return None
     try:
         from olive_fp16_pass.runtime import onnxruntime_load_problem
     except ImportError:  # converting needs no onnxruntime

@@ -53,6 +53,12 @@ def to_olive_model(result, input_model: ONNXModelHandler, output_model_path: str
     would also carry the file, but Olive 0.13 resolves a relative `onnx_file_name` against the current
     directory, so a `model.onnx` there silently replaces ours.)
     """
+    from olive.passes.onnx.common import _LARGE_IR_MODEL_THRESHOLD  # above it Olive writes external data
+
+    from olive_fp16_pass.model_io import detach_from_input, estimate_size
+
+    external = config.save_as_external_data or estimate_size(result.ir_model) > _LARGE_IR_MODEL_THRESHOLD
+    detach_from_input(result.ir_model, keep_external=external)  # else it points at the input's data file
     output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
     report_dict = result.report.to_dict()
     write_report(report_dict, output.model_path)

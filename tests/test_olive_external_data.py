@@ -1,0 +1,71 @@
+"""`olive run` with OnnxFloat16 on a model whose weights live in an external file: the output's data exists.
+
+Weights kept in float32 stay lazily read from the input's data file; written as they were, the output model
+pointed at a `model.onnx.data` that does not exist beside it (exit 0, an unloadable model).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tests.helpers import init, make_model, run, vi
+from tests.test_olive_workflows import _olive
+
+
+def _model() -> onnx.ModelProto:
+    """Weights above Olive's 256-byte external-data threshold: W converts to fp16, `big` stays fp32."""
+    rng = np.random.default_rng(0)
+    return make_model(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["a"], name="mm"),
+            helper.make_node("Mul", ["a", "big"], ["b"], name="mul_big"),
+            helper.make_node("Relu", ["b"], ["y"], name="relu"),
+        ],
+        [vi("x", TensorProto.FLOAT, ["batch", 64])],
+        [vi("y", TensorProto.FLOAT, ["batch", 128])],
+        [init("W", rng.standard_normal((64, 128)).astype(np.float32)), init("big", np.full(128, 1e-6, np.float32))],
+    )
+
+
+@pytest.mark.parametrize("save_as_external_data", [False, True])
+def test_olive_run_on_external_data_model_writes_a_loadable_output(tmp_path, save_as_external_data):
+    original = _model()
+    source = tmp_path / "in" / "model.onnx"
+    source.parent.mkdir()
+    stored = onnx.ModelProto()
+    stored.CopyFrom(original)  # onnx.save with external data rewrites the proto it is given
+    onnx.save(stored, source, save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+    config = {
+        "input_model": {"type": "ONNXModel", "model_path": str(source)},
+        "passes": {"fp16": {"type": "OnnxFloat16", "save_as_external_data": save_as_external_data}},
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        "log_severity_level": 1,
+    }
+    (tmp_path / "workflow.json").write_text(json.dumps(config))
+    # Run from another folder, and without the input folder: nothing may resolve through it.
+    proc = _olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "out" / "model.onnx"
+    (source.parent / "model.onnx.data").rename(tmp_path / "moved.data")
+    header = onnx.load(out, load_external_data=False)
+    for tensor in header.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = {e.key: e.value for e in tensor.external_data}["location"]
+            assert (out.parent / location).is_file(), f"{tensor.name} points at a missing {location}"
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in header.graph.initializer) == (
+        save_as_external_data
+    )
+    converted = onnx.load(out)
+    onnx.checker.check_model(converted, full_check=True)
+    assert {t.name: t.data_type for t in converted.graph.initializer} == {
+        "W": onnx.TensorProto.FLOAT16,
+        "big": onnx.TensorProto.FLOAT,
+    }
+    x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+    np.testing.assert_allclose(run(converted, {"x": x})[0], run(original, {"x": x})[0], rtol=2e-2, atol=1e-6)
