@@ -6,10 +6,11 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the checks below read pyproject.toml
 
 REPO = Path(__file__).resolve().parent.parent
 
