@@ -126,7 +126,7 @@ def _evaluator_metrics(olive_config: dict) -> list[dict]:
     return list((evaluator or {}).get("metrics") or [])
 
 
-def _goals(olive_config: dict, baseline: dict[str, float] | None) -> dict[str, dict]:
+def resolve_goals(olive_config: dict, baseline: dict[str, float] | None) -> dict[str, dict]:
     """Each goal of the workflow and the threshold Olive really applied (max-degradation: baseline +/- value)."""
     goals = {}
     for metric in _evaluator_metrics(olive_config):
@@ -215,7 +215,7 @@ def compare_latency(candidate: dict[str, float], baseline: dict[str, float], spe
     return {"candidate": ours, "baseline": theirs, "ratio": ours / theirs if theirs else None, "beyond_noise": beyond}
 
 
-def _speed_words(cmp: dict) -> str:
+def speed_words(cmp: dict) -> str:
     ratio = cmp["ratio"]
     if ratio is None:
         return "-"
@@ -238,7 +238,7 @@ def build_report(output_dir: Path) -> dict[str, Any]:
     chosen_hash = _sha256(chosen_file) if chosen_file.is_file() else None
     input_id = next((k for k, v in footprint.items() if not v.get("parent_model_id")), None)
     input_metrics = _metrics(footprint[input_id]) if input_id and footprint[input_id].get("metrics") else None
-    goals = _goals(olive_config, input_metrics)
+    goals = resolve_goals(olive_config, input_metrics)
     candidates = []
     chosen_id = None
     for model_id, node in footprint.items():
@@ -392,7 +392,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
         row.append("**yes**" if c["id"] == chosen_id else "")
         row.extend(_fmt(m.get(col["short"])) for col in columns)
         if speed[0]:
-            row.append(_speed_words(c["latency_vs_input"]) if c.get("latency_vs_input") else "-")
+            row.append(speed_words(c["latency_vs_input"]) if c.get("latency_vs_input") else "-")
         row.append(", ".join(c["providers_used"] or ["?"]))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
