@@ -56,3 +56,69 @@ def comparison_strip(noisy: np.ndarray, fp32: np.ndarray, fp16: np.ndarray, ampl
     for panel in panels:
         parts.extend([panel, gap])
     return np.concatenate(parts[:-1], axis=1)
+
+
+def panel_labels(candidate_name: str, amplify: float = 50.0) -> list[str]:
+    """The four panel titles of the comparison picture, with the difference panel's scale (white = 1/amplify)."""
+    white = 1.0 / amplify
+    return [
+        "noisy input",
+        "FP32 (reference)",
+        f"chosen: {candidate_name}",
+        f"|chosen - FP32| x{amplify:g}\nblack 0, white >= {white:.3g} ({white * 255:.3g}/255)",
+    ]
+
+
+def _largest_difference(diff: np.ndarray, crop: int) -> tuple[int, int]:
+    """Top-left corner of the crop x crop window centred on the largest difference (the centre if none)."""
+    height, width = diff.shape[:2]
+    if diff.max() <= 0:
+        y, x = height // 2, width // 2
+    else:
+        y, x = np.unravel_index(int(np.argmax(diff)), diff.shape[:2])
+    return int(np.clip(y - crop // 2, 0, height - crop)), int(np.clip(x - crop // 2, 0, width - crop))
+
+
+def comparison_picture(
+    noisy: np.ndarray,
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    candidate_name: str,
+    figure_lines: list[str],
+    amplify: float = 50.0,
+    zoom: int = 4,
+):
+    """Labelled picture: noisy | FP32 | candidate | |candidate - FP32| x amplify, then the same four zoomed
+    around the largest difference, then the figure lines (goals and values) under it.
+
+    Returns (PIL image, texts), texts being every string drawn, for the PNG's text metadata."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    panels = [to_8bit(x[0]).transpose(1, 2, 0) for x in (noisy, reference, candidate)]
+    diff = np.abs(np.nan_to_num(np.asarray(candidate, np.float64), nan=1.0) - np.asarray(reference, np.float64))
+    panels.append(to_8bit(diff[0] * amplify).transpose(1, 2, 0))
+    height, width = panels[0].shape[:2]
+    crop = max(8, min(height, width) // zoom)
+    top, left = _largest_difference(diff[0].max(axis=0), crop)
+    zoomed = [np.kron(p[top : top + crop, left : left + crop], np.ones((zoom, zoom, 1), np.uint8)) for p in panels]
+    font = ImageFont.load_default(size=13)
+    gap, title, line = 8, 36, 18
+    labels = panel_labels(candidate_name, amplify)
+    zoom_label = f"zoom x{zoom}: {crop}x{crop} pixels at (x={left}, y={top}), around the largest difference"
+    panel_w, zoom_h = max(width, crop * zoom), crop * zoom
+    total_w = 4 * panel_w + 3 * gap
+    total_h = title + height + title + zoom_h + gap + line * len(figure_lines) + gap
+    image = Image.new("RGB", (total_w, total_h), "white")
+    draw = ImageDraw.Draw(image)
+    for i, (panel, small) in enumerate(zip(panels, zoomed, strict=True)):
+        x = i * (panel_w + gap)
+        draw.multiline_text((x + 2, 3), labels[i], fill="black", font=font, spacing=2)
+        image.paste(Image.fromarray(panel), (x, title))
+        image.paste(Image.fromarray(small), (x, title + height + title))
+    draw.text((2, title + height + 10), zoom_label, fill="black", font=font)
+    y = title + height + title + zoom_h + gap
+    for text in figure_lines:
+        draw.text((2, y), text, fill="black", font=font)
+        y += line
+    return image, [*labels, zoom_label, *figure_lines]

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then EXTRA=gpu; else EXTRA=cpu; fi
-source scripts/setup_env.sh "$EXTRA"
+source scripts/setup_env.sh "olive,$EXTRA"
 if python -c "from olive_fp16_pass.runtime import provider_status as p; import sys; sys.exit(0 if p('CUDAExecutionProvider')[0] else 1)"; then
   WORKFLOW=workflows/denoise_fp16.json; OUT=outputs/denoise_fp16
 else

@@ -3,6 +3,6 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k float16`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup_env.sh "cpu,test"
+source scripts/setup_env.sh "olive,cpu,test"
 python -m ruff check .
 python -m pytest "$@"

@@ -36,17 +36,29 @@ def _workflow_copy(tmp_path: Path, source: str = "workflows/denoise_fp16_cpu.jso
     return path
 
 
+def _tracked_models_state() -> str:
+    """git's view of the shipped models folder: a workflow run must leave it as committed."""
+    proc = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--", "olive_fp16_pass/models"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    return proc.stdout if proc.returncode == 0 else "not a git checkout"
+
+
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("denoise")
+    before = _tracked_models_state()
     proc = _run([sys.executable, "-m", "olive", "run", "--config", str(_workflow_copy(tmp_path))])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = _run([sys.executable, "-m", "olive_fp16_pass.cli", "report", str(tmp_path / "out")])
-    return tmp_path / "out", report
+    return tmp_path / "out", report, (before, _tracked_models_state())
 
 
 def test_cpu_workflow_produces_model_report_and_picture(cpu_run):
-    out, report_proc = cpu_run
+    out, report_proc, _ = cpu_run
     assert report_proc.returncode == 0, report_proc.stderr
     for name in ("model.onnx", "report.json", "report.md", "comparison.png"):
         assert (out / name).is_file(), name
@@ -68,24 +80,75 @@ def test_cpu_workflow_produces_model_report_and_picture(cpu_run):
 
 def test_selection_rule_fastest_among_goal_meeting(cpu_run):
     """Whatever the measured latencies, the chosen candidate is the fastest of those meeting every goal."""
-    out, _ = cpu_run
+    out, _, _ = cpu_run
     report = json.loads((out / "report.json").read_text())
     meeting = [c for c in report["candidates"] if c["goals_met"]]
     fastest = min(c["metrics"]["latency_ms"] for c in meeting)
     assert report["chosen"]["metrics"]["latency_ms"] == fastest
 
 
-def test_picture_panels_fp32_and_fp16_look_the_same(cpu_run):
-    import imageio.v3 as iio
+def test_fp32_input_is_exact_against_itself(cpu_run):
+    """One session set-up for the reference and every candidate: the FP32 row shows no change at all."""
+    out, _, _ = cpu_run
+    report = json.loads((out / "report.json").read_text())
+    baseline = report["input_model_metrics"]
+    assert baseline["max_8bit_change"] == 0 and baseline["pixels_changed_pct"] == 0
+    assert baseline["max_abs_vs_fp32"] == 0 and baseline["nonfinite"] == 0
+    assert baseline["psnr_vs_fp32"] == 200.0  # identical outputs (infinite PSNR) as Olive can store it
 
-    out, _ = cpu_run
-    strip = iio.imread(out / "comparison.png")
-    width = (strip.shape[1] - 3 * 8) // 4
-    panels = [strip[:, i * (width + 8) : i * (width + 8) + width].astype(int) for i in range(4)]
+
+def test_latency_is_not_capped_and_has_its_spread(cpu_run):
+    out, _, _ = cpu_run
+    report = json.loads((out / "report.json").read_text())
+    for row in [report["input_model_metrics"], *(c["metrics"] for c in report["candidates"])]:
+        assert row["latency_min_ms"] <= row["latency_ms"] <= row["latency_p90_ms"]
+    for candidate in report["candidates"]:
+        sidecar = json.loads(Path(candidate["model_path"]).with_suffix(".eval.json").read_text())
+        assert candidate["metrics"]["latency_ms"] == pytest.approx(float(np.median(sidecar["latency_ms_all"])))
+
+
+def test_goals_mean_what_the_readme_says(cpu_run):
+    out, report_proc, _ = cpu_run
+    goals = json.loads((out / "report.json").read_text())["goals"]
+    thresholds = {g["short"]: (g["op"], g["threshold"]) for g in goals.values()}
+    assert thresholds == {
+        "max_8bit_change": ("<=", 2),
+        "pixels_changed_pct": ("<=", 5),
+        "psnr_vs_fp32": (">=", 50),
+        "nonfinite": ("<=", 0),
+    }
+    assert "max_8bit_change = " in report_proc.stdout and "goal <= 2" in report_proc.stdout
+
+
+def test_workflow_leaves_the_tracked_models_folder_alone(cpu_run):
+    """No sidecar beside the shipped reference model, and no committed file with a machine's absolute path."""
+    _, _, (before, after) = cpu_run
+    assert after == before
+    assert not list((REPO / "olive_fp16_pass/models").glob("*.eval.*"))
+
+
+def test_picture_is_labelled_and_fp32_and_chosen_look_the_same(cpu_run):
+    from PIL import Image
+
+    out, report_proc, _ = cpu_run
+    report = json.loads((out / "report.json").read_text())
+    image = Image.open(out / "comparison.png")
+    labels = json.loads(image.text["olive-fp16-labels"])
+    chosen = report["chosen"]["passes"][0]
+    assert labels[:3] == ["noisy input", "FP32 (reference)", f"chosen: {chosen}"]
+    assert labels[3].startswith("|chosen - FP32| x50") and "white >= 0.02" in labels[3]
+    assert labels[4].startswith("zoom x4")
+    assert any(line.startswith("max_8bit_change = ") and "goal <= 2" in line for line in labels[5:])
+    for line in labels[5:]:
+        assert line in report_proc.stdout  # the same figures in report.md
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    title, size, gap = 36, 256, 8
+    panels = [pixels[title : title + size, i * (size + gap) : i * (size + gap) + size] for i in range(4)]
     noisy, fp32, fp16, diff = panels
     assert np.abs(fp32 - fp16).max() <= 2  # at most 2 of 255 levels: invisible
     assert np.abs(noisy - fp32).mean() > 5  # the denoiser really changed the picture
     assert diff.max() < 128  # amplified x50, the difference stays dim
+    assert (pixels[:title] < 128).any()  # the labels are drawn, not only stored
 
 
 def _overflowing_denoiser(path: Path) -> None:
@@ -135,13 +198,25 @@ def test_cuda_workflow_stops_at_once_with_a_clear_message(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(provider_status("CUDAExecutionProvider")[0], reason="CUDA is usable here")
+def test_pytorch_cuda_workflow_names_its_pytorch_cpu_twin(tmp_path):
+    config = json.loads((REPO / "workflows/denoise_from_pytorch.json").read_text())
+    config.update(output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "workflow.json").write_text(json.dumps(config))
+    proc = _run([sys.executable, "-m", "olive", "run", "--config", str(tmp_path / "workflow.json")], timeout=300)
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "olive run --config workflows/denoise_from_pytorch_cpu.json" in proc.stderr
+    cpu_twin = json.loads((REPO / "workflows/denoise_from_pytorch_cpu.json").read_text())
+    assert cpu_twin["input_model"] == config["input_model"]  # the twin starts from the same PyTorch model
+
+
 def test_report_exits_nonzero_when_no_candidate_met_the_goals(tmp_path):
     """Goals no float16 model can meet: Olive ends with no model (exit 0); our report exits 1."""
     config = json.loads(_workflow_copy(tmp_path).read_text())
     config["passes"]["precision"] = [{"type": "OnnxFloat16"}]
-    sub_types = config["evaluators"]["denoise_quality"]["metrics"][0]["sub_types"]
-    sub_types[0]["goal"] = {"type": "max-degradation", "value": 0}  # no 8-bit pixel may change
-    sub_types[1]["goal"] = {"type": "max-degradation", "value": 0}
+    sub_types = {s["name"]: s for s in config["evaluators"]["denoise_quality"]["metrics"][0]["sub_types"]}
+    sub_types["max_8bit_change"]["goal"] = {"type": "threshold", "value": 0}  # no 8-bit pixel may change
+    sub_types["pixels_changed_pct"]["goal"] = {"type": "threshold", "value": 0}
     (tmp_path / "workflow.json").write_text(json.dumps(config))
     proc = _run([sys.executable, "-m", "olive", "run", "--config", str(tmp_path / "workflow.json")])
     assert proc.returncode == 0  # Olive itself does not say it failed
@@ -152,10 +227,8 @@ def test_report_exits_nonzero_when_no_candidate_met_the_goals(tmp_path):
 
 
 def test_pytorch_workflow_cpu_variant(tmp_path):
-    """workflows/denoise_from_pytorch.json with the CPU system of the CPU workflow and one precision pass."""
-    config = json.loads((REPO / "workflows/denoise_from_pytorch.json").read_text())
-    cpu = json.loads((REPO / "workflows/denoise_fp16_cpu.json").read_text())
-    config.update(systems=cpu["systems"], data_configs=cpu["data_configs"], evaluators=cpu["evaluators"])
+    """workflows/denoise_from_pytorch_cpu.json with one precision pass."""
+    config = json.loads((REPO / "workflows/denoise_from_pytorch_cpu.json").read_text())
     config["evaluators"]["denoise_quality"]["metrics"][0]["user_config"]["evaluate_func_kwargs"]["repeat"] = 3
     config["passes"]["precision"] = [{"type": "OnnxFloat16"}]
     config.update(output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))

@@ -12,6 +12,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from olive_fp16_pass.olive.workflow_guard import require_provider
 
-require_provider("CUDAExecutionProvider", cpu_workflow="workflows/denoise_fp16_cpu.json")
+require_provider(
+    "CUDAExecutionProvider", cpu_workflow="workflows/denoise_fp16_cpu.json", picker_script="scripts/run_denoise.sh"
+)
 
 from denoise_user_script import denoise_validation_feeds, evaluate_denoiser  # noqa: E402, F401

@@ -3,8 +3,19 @@
 `evaluate_denoiser` is an Olive `evaluate_func` (model, device, execution_providers) returning one value per
 sub-metric. It runs the candidate on the requested execution provider with I/O binding (inputs and outputs
 stay on the device during the timed runs) and refuses to report anything when the session fell back to
-another provider. Everything it measured, the providers really used included, is also written next to the
-candidate model (`<model>.eval.json`, and `<model>.eval.npy` with the first denoised image) for the report.
+another provider.
+
+Fidelity is measured against the float32 reference model run with the *same* session set-up as the candidate
+(`accuracy_outputs`): two set-ups (e.g. one with graph optimizations, one without) differ by rounding, and the
+float32 input model would then differ from itself (1 level of 255, PSNR 135 dB), which Olive's
+`max-degradation` goals add to every allowance. With one set-up the float32 baseline is exact against itself.
+
+Latency is the median of `repeat` timed runs with its spread (min and 90th percentile), so that the report
+does not call one candidate faster than another within the noise.
+
+Everything it measured, the providers really used included, is also written next to the candidate model in
+Olive's cache (`<model>.eval.json`, and `<model>.eval.npz` with the first noisy image, the reference output
+and the candidate's output) for the report, never next to the reference model (a tracked file).
 """
 
 from __future__ import annotations
@@ -41,11 +52,32 @@ def eval_images(size: int, sigma: float, seed: int) -> tuple[list[np.ndarray], l
     return clean, [add_noise(img, sigma=sigma, seed=seed + i) for i, img in enumerate(clean)]
 
 
-def reference_outputs(noisy: list[np.ndarray], key: tuple, reference_model: Path) -> list[np.ndarray]:
-    """The float32 original's outputs on the CPU (exact float32, no TF32), cached per process."""
+#: Largest PSNR reported, in dB. Olive stores metric values as JSON numbers, so an infinite PSNR (outputs
+#: identical to the reference) is written as this value; it applies to PSNR figures only, never to latency.
+PSNR_IDENTICAL_DB = 200.0
+PSNR_KEYS = ("psnr_vs_fp32", "psnr_vs_clean")
+
+
+def cuda_provider_options(*, for_accuracy: bool) -> dict[str, str]:
+    """float32 means float32 (no TF32); accuracy sessions use heuristic cuDNN algorithms, which are chosen the
+    same way in every session, so the reference and a candidate with the same graph compute the same bits."""
+    options = {"use_tf32": "0"}
+    if for_accuracy:
+        options["cudnn_conv_algo_search"] = "HEURISTIC"
+    return options
+
+
+def _providers(provider: str, *, for_accuracy: bool) -> list:
+    if provider == "CUDAExecutionProvider":
+        return [(provider, cuda_provider_options(for_accuracy=for_accuracy))]
+    return [provider]
+
+
+def reference_outputs(noisy: list[np.ndarray], reference_model: Path, provider: str) -> list[np.ndarray]:
+    """The float32 reference's outputs with the set-up every candidate is judged with, cached per process."""
+    key = (str(reference_model), provider, tuple(x.shape for x in noisy), tuple(float(x.sum()) for x in noisy))
     if key not in _reference_cache:
-        session = ort.InferenceSession(str(reference_model), providers=["CPUExecutionProvider"])
-        _reference_cache[key] = [session.run(None, {session.get_inputs()[0].name: x})[0] for x in noisy]
+        _reference_cache[key], _ = accuracy_outputs(str(reference_model), provider, noisy)
     return _reference_cache[key]
 
 
@@ -55,7 +87,7 @@ class BoundRunner:
     def __init__(self, model_path: str, provider: str) -> None:
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(model_path, options, providers=[provider])
+        self.session = ort.InferenceSession(model_path, options, providers=_providers(provider, for_accuracy=False))
         self.providers = self.session.get_providers()
         if self.providers[0] != provider:
             raise ProviderFallbackError(
@@ -123,24 +155,49 @@ class TorchRunner:
         return times
 
 
-def accuracy_outputs(runner: BoundRunner, model_path: str, noisy: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
-    """Outputs to judge accuracy by. On the CPU EP a float16 graph runs in float32 behind Casts and hides
-    overflow, so there the float16 storage is emulated (DESIGN.md §5); on a GPU provider the real outputs count."""
-    if runner.providers[0] != "CPUExecutionProvider":
-        return [runner.run(x) for x in noisy], f"real outputs on {runner.providers[0]}"
+def accuracy_outputs(model_path: str, provider: str, noisy: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
+    """Outputs to judge accuracy by, from one session set-up shared by the reference and every candidate.
+
+    On the CPU EP a float16 graph runs in float32 behind Casts and hides overflow, so there the float16 storage
+    is emulated (DESIGN.md §5; for a float32 model the emulation changes nothing); on a GPU provider the real
+    outputs count."""
     import onnx
 
-    from olive_fp16_pass.emulation import emulate_float16_storage
-
-    proto = onnx.load(model_path)
-    emulated = emulate_float16_storage(proto)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if provider != "CPUExecutionProvider":
+        session = ort.InferenceSession(model_path, options, providers=_providers(provider, for_accuracy=True))
+        if session.get_providers()[0] != provider:
+            raise ProviderFallbackError(
+                f"refusing to judge accuracy on {provider}: the session ran on {session.get_providers()[0]}"
+            )
+        name = session.get_inputs()[0].name
+        dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+        outputs = [session.run(None, {name: x.astype(dtype)})[0].astype(np.float32) for x in noisy]
+        return outputs, f"real outputs on {provider}"
+    from olive_fp16_pass.emulation import emulate_float16_storage
+
+    emulated = emulate_float16_storage(onnx.load(model_path))
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(emulated.SerializeToString(), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     outputs = [session.run(None, {name: x.astype(np.float32)})[0] for x in noisy]
     return outputs, "float16-storage emulation on the CPU (the CPU EP would hide float16 overflow)"
+
+
+def latency_figures(times: list[float]) -> dict[str, float]:
+    """Median with its spread: min and 90th percentile of the timed runs."""
+    ordered = sorted(times)
+    return {
+        "latency_ms": statistics.median(ordered),
+        "latency_min_ms": ordered[0],
+        "latency_p90_ms": float(np.percentile(ordered, 90)),
+    }
+
+
+def cap_psnr(result: dict[str, float]) -> dict[str, float]:
+    """Every value as a float; only PSNR figures are capped (infinite when outputs are identical)."""
+    return {k: (min(float(v), PSNR_IDENTICAL_DB) if k in PSNR_KEYS else float(v)) for k, v in result.items()}
 
 
 def evaluate_denoiser(
@@ -158,19 +215,19 @@ def evaluate_denoiser(
     provider = _provider(execution_providers)
     reference_path = Path(reference_model) if reference_model else FP32_MODEL
     clean, noisy = eval_images(image_size, sigma, seed)
-    reference = reference_outputs(noisy, (str(reference_path), image_size, sigma, seed), reference_path)
+    reference = reference_outputs(noisy, reference_path, provider)
     if type(model).__name__ == "PyTorchModelHandler":  # the FP32 baseline of denoise_from_pytorch.json
         runner = TorchRunner(model, provider)
         outputs, accuracy_backend = [runner.run(x) for x in noisy], f"PyTorch float32 on {runner.providers[0]}"
     else:
         runner = BoundRunner(str(model.model_path), provider)
-        outputs, accuracy_backend = accuracy_outputs(runner, str(model.model_path), noisy)
+        outputs, accuracy_backend = accuracy_outputs(str(model.model_path), provider, noisy)
     per_image = [
         fidelity(out, ref) | task_quality(out, c) for out, ref, c in zip(outputs, reference, clean, strict=True)
     ]
     times = runner.latency_ms(noisy[0], warmup, repeat)
     result = {
-        "latency_ms": statistics.median(times),
+        **latency_figures(times),
         # Worst image for fidelity (the user sees the worst), mean for task quality.
         "max_abs_vs_fp32": max(r["max_abs_vs_fp32"] for r in per_image),
         "mean_abs_vs_fp32": statistics.fmean(r["mean_abs_vs_fp32"] for r in per_image),
@@ -182,8 +239,7 @@ def evaluate_denoiser(
         "psnr_vs_clean": statistics.fmean(r["psnr_vs_clean"] for r in per_image),
         "ssim_vs_clean": statistics.fmean(r["ssim_vs_clean"] for r in per_image),
     }
-    # Olive stores metric values as JSON numbers: an infinite PSNR (identical outputs) is capped at 200 dB.
-    result = {k: (min(v, 200.0) if isinstance(v, float) else float(v)) for k, v in result.items()}
+    result = cap_psnr(result)
     sidecar = {
         "model_path": str(model.model_path),
         "metrics": result,
@@ -202,6 +258,8 @@ def evaluate_denoiser(
     if type(model).__name__ == "PyTorchModelHandler":
         return result
     model_file = Path(model.model_path)
+    if model_file.resolve() == reference_path.resolve():  # the input model: its figures are in Olive's footprint
+        return result
     model_file.with_suffix(".eval.json").write_text(json.dumps(sidecar, indent=2, default=float))
-    np.save(model_file.with_suffix(".eval.npy"), outputs[0])
+    np.savez(model_file.with_suffix(".eval.npz"), noisy=noisy[0], reference=reference[0], output=outputs[0])
     return result

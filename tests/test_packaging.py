@@ -1,0 +1,163 @@
+"""What a user installs and sources: the core without Olive or torch, the setup script, files the README names."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the checks below read pyproject.toml
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Runs the core in a process where `olive` and `torch` cannot be imported, as in an install without them.
+WITHOUT_OLIVE = r"""
+import sys
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("olive", "torch"):
+            raise ImportError(f"{name} is not installed (blocked by the test)")
+        return None
+
+sys.meta_path.insert(0, Blocker())
+for name in list(sys.modules):
+    if name.split(".")[0] in ("olive", "torch"):
+        del sys.modules[name]
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import olive_fp16_pass as fp16
+
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])
+w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y], [w])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+result = fp16.convert_float16(model)
+assert result.model.graph.initializer[0].data_type == TensorProto.FLOAT16
+feeds = [{"x": np.random.default_rng(i).standard_normal((2, 4)).astype(np.float32)} for i in range(8)]
+amp = fp16.auto_mixed_precision(model, feeds, rtol=1e-2, atol=1e-3, progress=False)
+assert amp.report.search["criteria_met"]
+assert not any(name.split(".")[0] in ("olive", "torch") for name in sys.modules)
+print("core ok without olive and torch")
+"""
+
+
+def test_core_converts_and_searches_without_olive_or_torch():
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_OLIVE], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "core ok without olive and torch" in proc.stdout
+
+
+def test_core_cli_convert_without_olive_or_torch(tmp_path):
+    """`olive-fp16 convert` is core: it must work where the `olive` extra is not installed."""
+    code = WITHOUT_OLIVE.split("import numpy as np")[0] + (
+        "import onnx\nfrom onnx import TensorProto, helper\n"
+        "x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [2])\n"
+        "y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [2])\n"
+        "g = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g', [x], [y])\n"
+        f"onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)], ir_version=10), "
+        f"{str(tmp_path / 'm.onnx')!r})\n"
+        "from olive_fp16_pass.cli import main\n"
+        f"sys.exit(main(['convert', {str(tmp_path / 'm.onnx')!r}, '-o', {str(tmp_path / 'o.onnx')!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (tmp_path / "o.onnx").is_file()
+
+
+def test_olive_and_torch_are_an_extra_that_the_readme_installs():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"]).lower()
+    for heavy in ("olive", "torch", "scikit-image", "pydantic"):
+        assert heavy not in core, f"{heavy} is a core dependency; the Python API promises no Olive"
+    assert any(req.startswith("olive-ai") for req in project["optional-dependencies"]["olive"])
+    readme = (REPO / "README.md").read_text()
+    installs = re.findall(r'pip install -e "\.\[([^\]]+)\]"', readme)
+    assert {"olive,gpu", "olive,cpu"} <= set(installs)  # the README's commands install the Olive extra
+    for script in ("scripts/test.sh", "scripts/run_denoise.sh"):
+        assert re.search(r"setup_env\.sh \"olive,", (REPO / script).read_text()), script
+
+
+def _fake_venv(root: Path, *, fail_install: bool) -> Path:
+    """A venv stand-in whose python records the calls (no network, no install) and whose activate sets
+    VIRTUAL_ENV: enough to run scripts/setup_env.sh for real in a bash shell."""
+    bin_dir = root / "bin"
+    bin_dir.mkdir(parents=True)
+    python = bin_dir / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> "{root}/calls.log"\n'
+        + ('case "$*" in *"pip install -q -e"*) exit 7;; esac\n' if fail_install else "")
+        + "exit 0\n"
+    )
+    python.chmod(0o755)
+    (bin_dir / "activate").write_text(f"export VIRTUAL_ENV={root}\n")
+    return root
+
+
+SHOW_OPTIONS = 'echo "rc=$? venv=${VIRTUAL_ENV:-}"; set -o | grep -E "^(errexit|nounset|pipefail)"'
+
+
+@pytest.mark.parametrize("fail_install", [False, True])
+def test_sourcing_setup_env_keeps_the_callers_shell_options(tmp_path, fail_install):
+    venv = _fake_venv(tmp_path / "venv", fail_install=fail_install)
+    proc = subprocess.run(
+        ["bash", "-c", f"source scripts/setup_env.sh olive,cpu; {SHOW_OPTIONS}"],
+        cwd=REPO,
+        env={**os.environ, "VENV": str(venv)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    options = dict(line.split() for line in proc.stdout.splitlines() if not line.startswith("rc="))
+    assert options == {"errexit": "off", "nounset": "off", "pipefail": "off"}  # the user's shell survives
+    calls = (venv / "calls.log").read_text()
+    assert "-m pip install -q -e .[olive,cpu]" in calls
+    assert "uninstall -q -y onnxruntime-gpu" in calls
+    status = proc.stdout.splitlines()[0]
+    if fail_install:
+        assert status == "rc=1 venv=" and "installation failed" in proc.stderr  # not activated, says so
+    else:
+        assert status == f"rc=0 venv={venv}"
+
+
+def test_run_script_stops_when_setup_fails(tmp_path):
+    """scripts/run_denoise.sh (set -e) must stop at a failed installation, not run the workflow."""
+    venv = _fake_venv(tmp_path / "venv", fail_install=True)
+    proc = subprocess.run(
+        ["bash", "scripts/run_denoise.sh"],
+        cwd=REPO,
+        env={**os.environ, "VENV": str(venv), "PATH": f"{venv}/bin:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "provider_status" not in (venv / "calls.log").read_text()  # stopped before choosing a workflow
+
+
+PATH_IN_TEXT = re.compile(r"`((?:olive_fp16_pass|workflows|scripts|bench|tests)/[\w./-]+)`")
+
+
+def test_readme_names_only_files_the_repository_holds():
+    readme = (REPO / "README.md").read_text()
+    named = set(PATH_IN_TEXT.findall(readme))
+    assert named, "the README names no file: the pattern is wrong"
+    missing = sorted(p for p in named if not (REPO / p.rstrip("/")).exists() and "*" not in p)
+    assert missing == []
+
+
+def test_license_is_the_one_pyproject_declares():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == {"text": "MIT"}
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in text
