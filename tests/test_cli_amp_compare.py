@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from olive_fp16_pass.feeds import load_feeds
 from tests.models import small_transformer
+from tests.schema_check import load_schema, schema_errors
 
 REPO = Path(__file__).resolve().parent.parent
 DENOISER = REPO / "olive_fp16_pass/models/denoiser.onnx"
@@ -65,6 +66,7 @@ def test_amp_from_npz_file_meets_criteria_and_exits_0(stacked_npz, tmp_path):
     proc = cli("amp", DENOISER, "-o", out, "--data", stacked_npz, "--max-abs", "0.01", "--report", report)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     record = json.loads(report.read_text())
+    assert schema_errors(record, load_schema("cli_report.schema.json")) == []
     assert record["schema_version"] and record["status"] == "criteria_met" and record["exit_code"] == 0
     assert record["data"] == {"kind": "npz", "origin": str(stacked_npz), "samples": 6, "random": False}
     search = record["conversion"]["search"]
@@ -94,7 +96,11 @@ def test_amp_impossible_tolerance_exits_1_and_writes_nothing_unless_asked(stacke
         "amp", DENOISER, "-o", out, "--data", stacked_npz, "--max-abs", "0", "--save-on-failure", "--report", report
     )
     assert proc.returncode == 1 and out.is_file()
-    assert json.loads(report.read_text())["status"] == "criteria_not_met"
+    record = json.loads(report.read_text())
+    assert record["status"] == "criteria_not_met" and record["output"] == str(out)
+    assert schema_errors(record, load_schema("cli_report.schema.json")) == []
+    record["exit_code"] = 2  # the schema check can fail: amp's report never holds exit code 2
+    assert schema_errors(record, load_schema("cli_report.schema.json"))
 
 
 @pytest.mark.parametrize(
@@ -195,6 +201,7 @@ def test_compare_localizes_the_injected_overflow(fault, stacked_npz, tmp_path):
     proc = cli("compare", reference, candidate, "--data", stacked_npz, "--localize", "--report", report)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     record = json.loads(report.read_text())
+    assert schema_errors(record, load_schema("cli_report.schema.json")) == []
     out = record["outputs"]["denoised"]
     assert out["nonfinite_where_reference_finite"] > 0 and out["candidate"]["nan"] > 0
     assert record["candidate"]["emulated"] and not record["criteria_met"]

@@ -124,3 +124,26 @@ def test_convert_op_include_list_flag(tmp_path):
         "Tanh",
     )
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_doctor_finds_both_onnxruntime_distributions(tmp_path):
+    """pip records an install as a .dist-info folder; with onnxruntime-gpu's beside onnxruntime's, the two share
+    the module `onnxruntime` and doctor must say so, with the command that cleans it up."""
+    if "onnxruntime-gpu" in installed_distributions():
+        pytest.skip("onnxruntime-gpu is installed here: the other distribution is the one to add")
+    info = tmp_path / "onnxruntime_gpu-1.31.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.31.1\n")
+    env = {**ENV, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "olive_fp16_pass.cli", "doctor", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    check = json.loads(proc.stdout)["checks"][0]
+    assert check["ok"] is False and "both onnxruntime and onnxruntime-gpu are installed" in check["detail"]
+    assert check["fix"].startswith("pip uninstall -y onnxruntime onnxruntime-gpu")
+    assert proc.returncode != 0
