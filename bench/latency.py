@@ -165,14 +165,14 @@ def main() -> int:
         _child(args)
         return 0
 
-    from olive_fp16_pass.runtime import provider_status
+    from olive_fp16_pass.doctor import cuda_problem
 
     provider = CPU if args.cpu else CUDA
     if not args.cpu:
-        usable, reason = provider_status(CUDA)
-        if not usable:
+        problem = cuda_problem()  # the same check and sentence as `olive-fp16 doctor` and the workflow guard
+        if problem is not None:
             print(
-                f"latency.py: no usable GPU here ({reason}). Not printing CPU numbers as GPU numbers; "
+                f"latency.py: no usable GPU here: {problem}\nNot printing CPU numbers as GPU numbers; "
                 "use --cpu to measure the CPU on purpose.",
                 file=sys.stderr,
             )

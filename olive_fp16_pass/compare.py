@@ -60,7 +60,13 @@ def output_error(
             cosine = -1.0
         mse = float(np.mean(diff**2))
         data_range = float(ref[finite_ref].max() - ref[finite_ref].min()) if finite_ref.any() else 0.0
-        psnr = math.inf if mse == 0 else (10 * math.log10(data_range**2 / mse) if data_range > 0 else -math.inf)
+        # an infinite error (NaN/Inf in the candidate) has PSNR -inf, not a math domain error
+        finite_mse = math.isfinite(mse)
+        psnr = (
+            math.inf
+            if mse == 0
+            else (10 * math.log10(data_range**2 / mse) if data_range > 0 and finite_mse else -math.inf)
+        )
         violation = float(np.max(diff - (atol + rtol * np.abs(ref))))
     return OutputError(max_abs, mean_abs, p999, cosine, psnr, violation, nonfinite)
 

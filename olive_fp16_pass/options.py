@@ -142,9 +142,12 @@ def pass_params() -> dict[str, dict[str, Any]]:
     }
 
 
-def add_cli_flags(parser: argparse.ArgumentParser) -> None:
-    """One `--flag` per option (`--keep-io-types` with no names keeps them all)."""
+def add_cli_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One `--flag` per option (`--keep-io-types` with no names keeps them all); `skip`: options the command
+    declares itself (with the same destination name)."""
     for f in dataclasses.fields(ConversionOptions):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata["description"]
         if f.metadata["cli"] == _FLAG:

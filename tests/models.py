@@ -88,3 +88,11 @@ def benign_mlp(seed: int = 0, depth: int = 6, width: int = 32) -> onnx.ModelProt
 def feeds(shape, n: int = 8, seed: int = 0, scale: float = 1.0) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [{"x": (rng.standard_normal(shape) * scale).astype(np.float32)} for _ in range(n)]
+
+
+def small_transformer(seed: int = 0) -> onnx.ModelProto:
+    """A two-layer transformer encoder in primitive ops (attention, decomposed LayerNorm, Erf-GELU), input
+    `hidden_in` [batch, 16, 32]: the benchmark's encoder at test size."""
+    from bench.transformer_model import build_encoder
+
+    return build_encoder(layers=2, hidden=32, heads=4, ffn=64, seq=16, seed=seed)

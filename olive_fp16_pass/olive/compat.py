@@ -1,9 +1,11 @@
 """Runtime workarounds for olive-ai bugs that break custom metrics and joint search.
 
 Nothing is patched when this module is imported: call :func:`apply` (idempotent) once, before building Olive
-configs or calling ``olive.workflows.run``. Each workaround is applied only when (a) the installed
-``olive.__version__`` is in :data:`AFFECTED_OLIVE_VERSIONS` and (b) a small live probe shows the bug is really there,
-so it becomes a no-op as soon as upstream fixes it. :func:`detect` runs the probes without patching anything.
+configs or calling ``olive.workflows.run``. Each workaround is applied only when a small live probe shows the bug is
+really there, so it becomes a no-op as soon as upstream fixes it. The decision never rests on the version string:
+Olive's main branch reports ``0.11.0.dev0`` and still has B1 and B2, so a guard keyed on "0.13" would miss it. A fix
+that no longer fits a changed Olive (it raises) is skipped with a warning. :func:`detect` runs the probes without
+patching anything.
 
 Bugs (all reproduced with olive-ai 0.13.0 and pydantic 2.13.5):
 
@@ -37,10 +39,11 @@ B3_footprint_model_config_alias
     output it already produced (cache hit). Olive catches the error per search point, so most points of a joint search
     end as ``... FAILED`` warnings and are missing from the results. Fix: map aliases to field names in ``update``.
 
-Affected versions: olive-ai >=0.13,<0.14 (only 0.13.0 checked). To check whether a workaround can be removed with a
-newer Olive: run ``python -c "from olive_fp16_pass.olive import compat; print(compat.detect())"``; every entry that
-is ``False`` is fixed upstream. Then widen/drop :data:`AFFECTED_OLIVE_VERSIONS` and the workaround
-(``tests/test_olive_compat.py`` reproduces each bug without the workaround and will skip those halves).
+Versions checked: olive-ai 0.13.0 (all three bugs); Olive's main (2026-08, reports ``0.11.0.dev0``) has B1 and B2.
+:data:`AFFECTED_OLIVE_VERSIONS` is informational (:func:`is_affected_version`), not a guard. To check whether a
+workaround can be removed with a newer Olive: run
+``python -c "from olive_fp16_pass.olive import compat; print(compat.detect())"``; every entry that is ``False`` is
+fixed upstream (``tests/test_olive_compat.py`` reproduces each bug without the workaround and will skip those halves).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ WORKAROUNDS: tuple[str, ...] = (
     B3_FOOTPRINT_MODEL_CONFIG_ALIAS,
 )
 
-#: ``[low, high)`` range of Olive ``(major, minor)`` versions known to have all three bugs.
+#: ``[low, high)`` range of Olive ``(major, minor)`` versions known to have all three bugs (informational only:
+#: :func:`apply` decides by the live probes).
 AFFECTED_OLIVE_VERSIONS: tuple[tuple[int, int], tuple[int, int]] = ((0, 13), (0, 14))
 
 _PROBE_FUNC = "olive_fp16_compat_probe_func"
@@ -154,6 +158,15 @@ _PROBES: dict[str, Callable[[], bool]] = {
     B2_METRIC_USER_CONFIG: _b2_present,
     B3_FOOTPRINT_MODEL_CONFIG_ALIAS: _b3_present,
 }
+
+
+def _probe(name: str) -> bool:
+    """A probe that cannot even run (an Olive whose classes moved) finds no bug we know how to fix."""
+    try:
+        return _PROBES[name]()
+    except Exception as exc:
+        logger.warning("olive compat probe %s failed on olive %s: %s", name, olive_version(), exc)
+        return False
 
 
 def detect() -> dict[str, bool]:
@@ -309,31 +322,36 @@ def apply(workarounds: Iterable[str] | None = None) -> list[str]:
     """Apply the workarounds the installed Olive needs; return the names of all workarounds applied so far.
 
     ``workarounds`` restricts this call to a subset of :data:`WORKAROUNDS` (default: all of them).
-    Idempotent and thread-safe. Does nothing outside :data:`AFFECTED_OLIVE_VERSIONS`, and skips a workaround whose
-    bug the live probe does not find (fixed upstream). A workaround that does not cure its probe is not reported and
-    logs a warning.
+    Idempotent and thread-safe. Whatever the version string says, a workaround is applied exactly when its live
+    probe finds the bug, and skipped when it does not (fixed upstream). A workaround that raises while being applied
+    (Olive's internals changed) or does not cure its probe is not reported and logs a warning.
     """
     wanted = WORKAROUNDS if workarounds is None else tuple(workarounds)
     unknown = sorted(set(wanted) - set(WORKAROUNDS))
     if unknown:
         raise ValueError(f"unknown olive compat workarounds {unknown}; known: {list(WORKAROUNDS)}")
     with _lock:
-        if not is_affected_version():
-            logger.debug(
-                "olive %s is outside %s: no compat workaround needed", olive_version(), AFFECTED_OLIVE_VERSIONS
-            )
-            return list(_applied)
-        pending = [name for name in WORKAROUNDS if name in wanted and name not in _applied and _PROBES[name]()]
+        pending = [name for name in WORKAROUNDS if name in wanted and name not in _applied and _probe(name)]
         if not pending:
             return list(_applied)
+        if not is_affected_version():
+            logger.info("olive %s: the probes find %s; applying the workarounds", olive_version(), pending)
         roots: list[type[Any]] = []
-        for name in pending:
-            roots.extend(cls for cls in _FIXES[name]() if cls not in roots)
+        for name in list(pending):
+            try:
+                fixed = _FIXES[name]()
+            except Exception as exc:  # a fix written against 0.13's internals may not fit another Olive
+                logger.warning(
+                    "olive compat workaround %s cannot be applied to olive %s: %s", name, olive_version(), exc
+                )
+                pending.remove(name)
+                continue
+            roots.extend(cls for cls in fixed if cls not in roots)
         if roots:
             rebuilt = _rebuild_with_dependents(roots)
             logger.debug("rebuilt pydantic models: %s", [cls.__qualname__ for cls in rebuilt])
         for name in pending:
-            if _PROBES[name]():
+            if _probe(name):
                 logger.warning("olive compat workaround %s did not fix the bug (olive %s)", name, olive_version())
             else:
                 _applied.append(name)

@@ -66,12 +66,55 @@ def to_olive_model(result, input_model: ONNXModelHandler, output_model_path: str
     return output
 
 
+# Options of Olive's OnnxFloatToFloat16 that have no exact counterpart here, and what replaces each: a config that
+# swaps "OnnxFloatToFloat16" for "OnnxFloat16" validates and runs, and the log says what each option now means.
+OLIVE_FLOAT_TO_FLOAT16_OPTIONS: dict[str, tuple[type, str]] = {
+    "min_positive_val": (
+        float,
+        "OnnxFloatToFloat16 raises tiny constants to min_positive_val; OnnxFloat16 never changes a weight: a node "
+        "whose weights would all underflow float16 (|w| < ~3e-6) stays in float32 instead (rule weight_underflow)",
+    ),
+    "max_finite_val": (
+        float,
+        "OnnxFloatToFloat16 clips constants to ±max_finite_val; OnnxFloat16 keeps a node whose weights exceed "
+        "float16's range (±65504) in float32 instead, or clips them to ±65504 with clamp_weights: true",
+    ),
+    "use_symbolic_shape_infer": (
+        bool,
+        "OnnxFloat16 needs no shape inference (it propagates element types itself); the option has no effect",
+    ),
+}
+
+
+def olive_compat_params() -> dict[str, PassConfigParam]:
+    """OnnxFloatToFloat16's option names, accepted so that a config swapping the pass type still validates."""
+    return {
+        name: PassConfigParam(
+            type_=type_,
+            default_value=None,
+            description=f"Accepted for drop-in compatibility with OnnxFloatToFloat16. {meaning}.",
+        )
+        for name, (type_, meaning) in OLIVE_FLOAT_TO_FLOAT16_OPTIONS.items()
+    }
+
+
+def explain_olive_options(config) -> list[str]:
+    """One note per OnnxFloatToFloat16 option the config sets, saying what replaces it (logged, and in the report)."""
+    notes = []
+    for name, (_, meaning) in OLIVE_FLOAT_TO_FLOAT16_OPTIONS.items():
+        value = getattr(config, name, None)
+        if value is not None:
+            notes.append(f"{name}={value!r}: {meaning}")
+    return notes
+
+
 class OnnxFloat16(Pass):
     """Convert a model to float16, keeping in float32 only the nodes that must stay there, with reasons."""
 
     @classmethod
     def _default_config(cls, accelerator_spec: AcceleratorSpec) -> dict[str, PassConfigParam]:
         config = float16_config_params()
+        config.update(olive_compat_params())
         config.update(get_external_data_config())
         return config
 
@@ -84,5 +127,8 @@ class OnnxFloat16(Pass):
         # A path, not a loaded proto: external data then stays memory-mapped until it is converted.
         provider = str(self.accelerator_spec.execution_provider)
         result = convert_float16(model.model_path, **conversion_options(config, provider).to_dict())
+        for note in explain_olive_options(config):
+            logger.warning("OnnxFloat16: %s", note)
+            result.report.notes.append(note)
         logger.info("OnnxFloat16: %s", result.report.summary())
         return to_olive_model(result, model, output_model_path, config)

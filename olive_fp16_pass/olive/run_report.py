@@ -22,6 +22,9 @@ import numpy as np
 EXIT_OK = 0
 EXIT_NO_CANDIDATE = 1
 EXIT_BAD_INPUT = 2
+# Version of report.json's layout, described by olive_fp16_pass/schemas/run_report.schema.json: the minor number
+# grows when fields are added, the major number when a field a pipeline may read changes or goes away.
+SCHEMA_VERSION = "1.0"
 
 PASS_NAMES = {
     "onnxfloat16": "OnnxFloat16 (olive-fp16)",
@@ -282,6 +285,7 @@ def build_report(output_dir: Path) -> dict[str, Any]:
     else:
         rule = f"best {ranked_by} (priority 1); the workflow sets no goals, so accuracy was not a condition"
     return {
+        "schema_version": SCHEMA_VERSION,
         "status": "ok" if chosen else "no_candidate_met_goals",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "output_dir": str(output_dir),
