@@ -186,21 +186,28 @@ def no_cuda_float16_kernel(node: ir.Node, context: KernelRuleContext) -> KernelD
     """
     if context.provider != CUDA or context.signature is None or context.opset is None:
         return None
-    signature = context.signature
+    return _float16_verdict(node.op_type, context.domain, context.opset)
+
+
+@functools.lru_cache(maxsize=4096)
+def _float16_verdict(op_type: str, domain: str, opset: int) -> KernelDecision | None:
+    """The rule's answer for one op at one opset: the same for every node of it, so asked once (hot loop)."""
+    signature = op_signatures.lookup(domain, op_type, opset)
+    if signature is None:
+        return None
     if not any(slot.allows_float16 for slot in (*signature.inputs, *signature.outputs)):
         return None
     table = load_table()
-    if not table.knows(context.domain):
+    if not table.knows(domain):
         return None
-    types = table.types_at(node.op_type, context.domain, signature.since_version)
+    types = table.types_at(op_type, domain, signature.since_version)
     if types is not None and "float16" in types:
         return None
-    key = (table_domain(context.domain), node.op_type)
-    if key not in FUNCTION_BODY_FAILS_IN_FLOAT16 and _has_function_body(node.op_type, context.domain, context.opset):
+    if (table_domain(domain), op_type) not in FUNCTION_BODY_FAILS_IN_FLOAT16 and _has_function_body(
+        op_type, domain, opset
+    ):
         return None
-    return KernelDecision(
-        Precision.FP32, Rule.NO_FP16_KERNEL, f"no CUDA float16 kernel for {node.op_type} at opset {context.opset}"
-    )
+    return KernelDecision(Precision.FP32, Rule.NO_FP16_KERNEL, f"no CUDA float16 kernel for {op_type} at opset {opset}")
 
 
 def table_rules_out_float16(provider: str | None, domain: str, node: ir.Node) -> bool:
@@ -232,14 +239,11 @@ def cpu_fallback_risks(
     """
     if provider != CUDA:
         return []
-    table = load_table()
     counts: Counter[tuple[str, str, int]] = Counter()
     for node in nodes:
         domain = table_domain(node.domain)
         opset = opsets.get("" if domain == "ai.onnx" else domain)
-        if opset is None or not table.knows(domain) or (domain, node.op_type) in NO_KERNEL_NEEDED:
-            continue
-        if table.types_at(node.op_type, domain, _since_version(node.op_type, domain, opset)) is None:
+        if opset is not None and _leaves_the_gpu(node.op_type, domain, opset):
             counts[(domain, node.op_type, opset)] += 1
     risks = []
     for (domain, op_type, opset), count in sorted(counts.items()):
@@ -263,6 +267,15 @@ def cpu_fallback_risks(
             }
         )
     return risks
+
+
+@functools.lru_cache(maxsize=4096)
+def _leaves_the_gpu(op_type: str, domain: str, opset: int) -> bool:
+    """No CUDA kernel of any type serves this op at this opset (in a domain the table covers)."""
+    table = load_table()
+    if not table.knows(domain) or (domain, op_type) in NO_KERNEL_NEEDED:
+        return False
+    return table.types_at(op_type, domain, _since_version(op_type, domain, opset)) is None
 
 
 def table_info() -> dict[str, str]:
