@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -35,9 +36,11 @@ from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options
 from olive_fp16_pass.fusion_units import fusion_units
+from olive_fp16_pass.model_io import has_external_data, load_model_file, set_base_dir
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
 from olive_fp16_pass.runtime import (
+    NO_PREPACK_BYTES,
     SessionFactory,
     ValidationBackend,
     choose_backend,
@@ -122,6 +125,18 @@ def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -
                 raise Float16Error(f"{what}[{k}]['{name}']: dtype {array.dtype}, the model expects {expected}")
 
 
+def estimate_bytes(proto: onnx.ModelProto, base_dir: Path | None) -> int:
+    """Bytes of the main graph's initializers, in the proto or in external files (declared lengths)."""
+    total = 0
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            total += int(info.get("length", 0) or 0)
+        else:
+            total += len(tensor.raw_data)
+    return total
+
+
 def _expose(proto: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
     exposed = onnx.ModelProto()
     exposed.CopyFrom(proto)
@@ -145,15 +160,18 @@ class _Search:
         overflow_margin: float,
         progress: bool,
         refine_budget: int,
+        base_dir: Path | None = None,
     ) -> None:
         self.proto = proto
+        self.base_dir = base_dir  # where external data files are (None: the model holds all its data)
+        self.big = estimate_bytes(proto, base_dir) >= NO_PREPACK_BYTES
         self.feeds = feeds
         self.holdout = holdout
         self.criteria = criteria
         self.backend = backend
         self.base = base
         self.overflow_margin = overflow_margin
-        self.sessions = SessionFactory(backend)
+        self.sessions = SessionFactory(backend, base_dir)
         self.output_names = [o.name for o in proto.graph.output]
         self.labels, self.float_names = _analyze(proto)
         self.tried = 0
@@ -162,19 +180,26 @@ class _Search:
         self.bar = tqdm(desc="mixed precision search", unit="candidate", disable=not progress, leave=False)
 
     # -- building and validating candidates --------------------------------------------------------------
+    def fresh_ir(self) -> ir.Model:
+        """A new onnx-ir copy of the source whose external tensors read from the model's folder."""
+        model = ir.serde.deserialize_model(self.proto)
+        if self.base_dir is not None:
+            set_base_dir(model, self.base_dir)
+        return model
+
     def build(self, forced, *, emulate: bool) -> ConversionResult:
         """The real (or emulated) candidate; the last real one is kept: the load check and the result share it."""
         key = (tuple(sorted(forced)), emulate)
         if getattr(self, "_built_key", None) == key:
             return self._built
         # check_runtime=False: the search's own sessions already prove onnxruntime loads this model.
-        result = convert_with_options(
-            ir.serde.deserialize_model(self.proto), self.base, forced=forced, emulate=emulate, check_runtime=False
-        )
+        result = convert_with_options(self.fresh_ir(), self.base, forced=forced, emulate=emulate, check_runtime=False)
         self._built_key, self._built = key, result
         return result
 
-    def outputs(self, model: onnx.ModelProto, feeds, *, emulation: bool, names=None) -> list[list[np.ndarray]]:
+    def outputs(
+        self, model: onnx.ModelProto | ir.Model, feeds, *, emulation: bool, names=None
+    ) -> list[list[np.ndarray]]:
         session = self.sessions.session(model, emulation=emulation)
         return [
             [
@@ -186,7 +211,9 @@ class _Search:
 
     def switch(self) -> None:
         """Build the one emulation model/session every candidate is validated with (emulated backend)."""
-        self.switchable = SwitchableEmulation(self.proto, expose=self.float_names)
+        self.switchable = SwitchableEmulation(
+            self.proto, expose=self.float_names, base_dir=self.base_dir, round_at_use=self.big
+        )
         self.switch_session = self.sessions.session(self.switchable.model, emulation=True)
 
     def run_switch(self, forced, feeds, names: list[str]):
@@ -233,7 +260,7 @@ class _Search:
                 runs, _ = self.run_switch(forced, feeds, self.output_names)
                 outputs = [[_as_float32(o) for o in run] for run in runs]
             else:
-                model = self.build(forced, emulate=False).model
+                model = self.build(forced, emulate=False).ir_model
                 outputs = self.outputs(model, feeds, emulation=False)
             errors = compare_outputs(self.output_names, reference, outputs, self.criteria)
             failures = self.criteria.check(errors)
@@ -257,9 +284,11 @@ class _Search:
 
     def load_check(self, forced, feeds) -> list[str]:
         """The real mixed model must load and run with ORT's optimizations on (fusions included)."""
-        model = self.build(forced, emulate=False).model
+        model = self.build(forced, emulate=False).ir_model
         try:
-            session = self.sessions.session(model, emulation=False)  # emulated backend: the CPU provider
+            # Emulated backend: the CPU provider. On a big model its constant folding would turn the Casts it
+            # puts around float16 weights into float32 copies of them; the fusions under test still run.
+            session = self.sessions.session(model, emulation=False, fold_constants=not self.big)
             outputs = run_session(session, feeds[0])
         except Exception as exc:
             return [f"candidate failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"]
@@ -278,6 +307,8 @@ class _Search:
         exposed = _expose(self.proto, names)
         try:
             session = self.sessions.session(exposed, emulation=True)  # float32, optimizations off: exact tensors
+        except Float16Error:
+            raise
         except Exception as exc:  # the first session: an IR version or opset this onnxruntime cannot load
             import onnxruntime as ort
 
@@ -457,19 +488,27 @@ def auto_mixed_precision(
         clamp_weights=clamp_weights,
         provider=provider,
     )
+    base_dir = None
     if isinstance(model, onnx.ModelProto):
         proto = model
+        if has_external_data(proto):
+            raise Float16Error(
+                "model: this ModelProto keeps its weights in external files and has no folder to find them in; "
+                "pass the model's path instead (or load it with onnx.load(path) to bring the data in memory)"
+            )
     else:
-        from olive_fp16_pass.model_io import load_model_file
-
+        # Lazily loaded: external tensors stay in their files (memory-mapped when read), so the search costs
+        # about the model's size in memory, and the serialized proto only references them.
         proto = ir.serde.serialize_model(load_model_file(model)[0])
+        if has_external_data(proto):
+            base_dir = Path(model).resolve().parent
     unknown = sorted(set(criteria.per_output) - {o.name for o in proto.graph.output})
     if unknown:
         raise Float16Error(f"per_output: {unknown} are not outputs of the model")
     feeds, holdout = _split_feeds(data, holdout_fraction)
     check_feeds(proto, feeds + holdout)
     backend = choose_backend(provider, strict=strict)
-    search = _Search(proto, feeds, holdout, criteria, backend, base, overflow_margin, progress, refine_budget)
+    search = _Search(proto, feeds, holdout, criteria, backend, base, overflow_margin, progress, refine_budget, base_dir)
     search.source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
     try:
         final, notes = _run_search(search)
@@ -477,6 +516,7 @@ def auto_mixed_precision(
         search.bar.close()
 
     result = search.build(final.forced, emulate=False)
+    result.external_data = base_dir is not None  # saved like the input: weights in a data file
     holdout_errors = None
     holdout_failures: list[str] = []
     if holdout:

@@ -10,6 +10,7 @@ final model (`convert.assign_precisions`), so the emulation cannot drift from th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -33,17 +34,46 @@ def _edge_key(kind: str, owner, index: int, labels: dict[int, str], graph_paths:
     return ("output", graph_paths[id(owner)], index)
 
 
+def _deserialize(proto: onnx.ModelProto, base_dir: str | os.PathLike | None) -> ir.Model:
+    model = ir.serde.deserialize_model(proto)
+    if base_dir is not None:
+        for graph in model.graphs():
+            for value in graph.initializers.values():
+                if isinstance(value.const_value, ir.ExternalTensor):
+                    value.const_value.base_dir = os.fspath(base_dir)
+    return model
+
+
+def _cast_pair(value: ir.Value, names: _Names) -> list[ir.Node]:
+    """Cast(float16) -> Cast(float) of `value`, not yet placed in a graph."""
+    base = value.name or "tensor"
+    half = ir.Value(name=names.fresh(f"{base}_f16"), type=ir.TensorType(F16), shape=value.shape)
+    back = ir.Value(name=names.fresh(f"{base}_rounded"), type=ir.TensorType(F32), shape=value.shape)
+    down = ir.Node("", "Cast", [value], [ir.AttrInt64("to", F16)], outputs=[half], name=names.fresh(f"{base}_r16"))
+    up = ir.Node("", "Cast", [half], [ir.AttrInt64("to", F32)], outputs=[back], name=names.fresh(f"{base}_r32"))
+    return [down, up]
+
+
 class SwitchableEmulation:
     """Float16-storage emulation of any candidate plan of one model, selected at run time by a gate vector."""
 
-    def __init__(self, proto: onnx.ModelProto, expose: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        proto: onnx.ModelProto,
+        expose: list[str] | None = None,
+        base_dir: str | os.PathLike | None = None,
+        round_at_use: bool = False,
+    ) -> None:
+        """`base_dir`: the folder of the model's external data. `round_at_use`: round constants with a Cast pair
+        right before each reader instead of storing a rounded copy: no second copy of the weights (a >2 GB
+        model), and each rounded copy lives only while its reader runs."""
         # Analysis copy: classified and assigned for every candidate, never modified.
-        self.analysis = ir.serde.deserialize_model(proto)
+        self.analysis = _deserialize(proto, base_dir)
         self.index = GraphIndex(self.analysis)
         self.types = element_types.infer(self.analysis, self.index)
         self.graph_paths = self._graph_paths(self.index, self.analysis)
         # Gated copy: the emulation model itself.
-        model = ir.serde.deserialize_model(proto)
+        model = _deserialize(proto, base_dir)
         index = GraphIndex(model)
         types = element_types.infer(model, index)
         paths = self._graph_paths(index, model)
@@ -74,7 +104,8 @@ class SwitchableEmulation:
             ]
             if not uses:
                 continue
-            rounded = self._rounded(value, names, first_nodes)
+            at_use = round_at_use and value.producer() is None and value.const_value is not None
+            rounded = None if at_use else self._rounded(value, names, first_nodes)
             for kind, owner, i in uses:
                 key = _edge_key(kind, owner, i, index.labels, paths)
                 position = self.edge_index.setdefault(key, len(self.edge_index))
@@ -82,11 +113,17 @@ class SwitchableEmulation:
                 gate = ir.Value(name=f"{GATES}_{position}", type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([]))
                 gate_inputs.append(gate)
                 chosen = ir.Value(name=names.fresh(f"{value.name}_seen"), type=ir.TensorType(F32), shape=value.shape)
-                where = ir.Node("", "Where", [gate, rounded, value], outputs=[chosen], name=names.fresh("gated"))
+                pair = _cast_pair(value, names) if at_use else []
+                seen = pair[-1].outputs[0] if pair else rounded
+                where = ir.Node("", "Where", [gate, seen, value], outputs=[chosen], name=names.fresh("gated"))
                 if kind == "node":
+                    for cast in pair:
+                        where_graph.insert_before(owner, cast)
                     where_graph.insert_before(owner, where)
                     owner.replace_input_with(i, chosen)
                 else:
+                    for cast in pair:
+                        where_graph.append(cast)
                     where_graph.append(where)
                     owner.outputs[i] = chosen
         # One scalar boolean input per edge: a Gather of a gate vector per edge made every run execute two
