@@ -116,11 +116,6 @@ def test_byom_full_fp16_on_cpu_report_is_generic(user_model):
     assert report["chosen"]["passes"] == ["OnnxFloat16 (olive-fp16)"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OnnxAutoMixedPrecision cannot yet open a model with external data (its sessions load the model "
-    "from bytes); being fixed by the amp helper: remove this mark at merge",
-)
 def test_byom_template_as_shipped_on_cpu(user_model):
     """The CPU template exactly as shipped (OnnxAutoMixedPrecision), only the EDIT_ME places edited."""
     workflow = _edited_template(user_model, "workflows/my_model_fp16_cpu.json", "out_amp")
