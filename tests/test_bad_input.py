@@ -102,19 +102,87 @@ def test_no_float_tensors_unchanged_with_note(tmp_path):
     assert [n.op_type for n in result.model.graph.node] == ["Add"]
 
 
-def test_no_partial_output_on_failure(tmp_path):
-    result = fp16.convert_float16(_model())
-    target = tmp_path / "out" / "model.onnx"
-    target.parent.mkdir()
-    target.parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+UNWRITABLE_SAVE = """
+import sys
+import numpy as np
+from onnx import TensorProto, helper
+import olive_fp16_pass as fp16
+from olive_fp16_pass.errors import OptionError
+from tests.helpers import init, make_model, vi
+
+model = make_model(
+    [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+    [vi("x", TensorProto.FLOAT, [2, 3])],
+    [vi("y", TensorProto.FLOAT, [2, 3])],
+    [init("W", np.eye(3, dtype=np.float32))],
+)
+try:
+    fp16.convert_float16(model).save(sys.argv[1], external_data=sys.argv[2] == "1")
+except OptionError as exc:
+    print("OptionError:", exc)
+else:
+    print("saved")
+"""
+
+
+def _drop_permission_override() -> None:
+    """In the child, before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set, so the
+    exec'd interpreter, though root, obeys permission bits (not-a-user switch: the interpreter may live under
+    /root, which other users cannot enter)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+    for cap in (cap_dac_override, cap_dac_read_search):
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+@pytest.mark.parametrize("external_data", [False, True])
+def test_no_partial_output_on_failure(tmp_path, external_data):
+    """A folder the user cannot write: one clear error and nothing left in it.
+
+    Root ignores permission bits, and CI runs as root: there the save runs in a child without the
+    capabilities that let root override them, so the test checks the same behaviour on every machine instead
+    of skipping itself.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    base = Path(tempfile.mkdtemp(prefix="olive_fp16_ro_"))  # outside tmp_path: its parents are 0700 for root
     try:
-        if os.access(target.parent, os.W_OK):  # root ignores permission bits
-            pytest.skip("running with privileges that ignore folder permissions")
-        with pytest.raises(OptionError, match="is not writable"):
-            result.save(target)
+        base.chmod(0o755)
+        folder = base / "out"
+        folder.mkdir()
+        folder.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+        target = folder / "model.onnx"
+        as_user = {"preexec_fn": _drop_permission_override} if os.geteuid() == 0 else {}
+        done = subprocess.run(
+            [sys.executable, "-c", UNWRITABLE_SAVE, str(target), "1" if external_data else "0"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root), "HOME": str(base), "PYTHONDONTWRITEBYTECODE": "1"},
+            **as_user,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"OptionError: output path {target}: folder {folder} is not writable" in done.stdout
+        assert list(folder.iterdir()) == []
     finally:
-        target.parent.chmod(stat.S_IRWXU)
-    assert list(target.parent.iterdir()) == []
+        (base / "out").chmod(stat.S_IRWXU)
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_read_only_mount_refused_even_for_root():
+    """Root passes os.access everywhere; a folder that still refuses files (here /proc) gives the same error."""
+    with pytest.raises(OptionError, match=r"output path /proc/model.onnx: folder /proc is not writable"):
+        fp16.convert_float16(_model()).save("/proc/model.onnx")
 
 
 def test_failed_save_leaves_nothing_behind(tmp_path):

@@ -1,4 +1,5 @@
-"""`olive run` with OnnxFloat16 on a model whose weights live in an external file: the output's data exists.
+"""`olive run` with OnnxFloat16 on unusual inputs: external data (the output's data file exists), an
+unsafe external_data_name, a model the checker rejects but ONNX Runtime runs.
 
 Weights kept in float32 stay lazily read from the input's data file; written as they were, the output model
 pointed at a `model.onnx.data` that does not exist beside it (exit 0, an unloadable model).
@@ -69,3 +70,37 @@ def test_olive_run_on_external_data_model_writes_a_loadable_output(tmp_path, sav
     }
     x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
     np.testing.assert_allclose(run(converted, {"x": x})[0], run(original, {"x": x})[0], rtol=2e-2, atol=1e-6)
+
+
+def _run_workflow(tmp_path, model_path, pass_config: dict):
+    config = {
+        "input_model": {"type": "ONNXModel", "model_path": str(model_path)},
+        "passes": {"fp16": {"type": "OnnxFloat16", **pass_config}},
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        "log_severity_level": 1,
+    }
+    (tmp_path / "workflow.json").write_text(json.dumps(config))
+    return _olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+
+
+def test_olive_run_refuses_an_external_data_name_leaving_the_output_folder(tmp_path):
+    source = tmp_path / "in" / "model.onnx"
+    source.parent.mkdir()
+    onnx.save(_model(), source)
+    proc = _run_workflow(tmp_path, source, {"save_as_external_data": True, "external_data_name": "../../escaped.data"})
+    assert "external_data_name: '../../escaped.data' must be a plain file name" in proc.stdout + proc.stderr
+    assert not list(tmp_path.rglob("escaped.data")) and not list(tmp_path.parent.glob("escaped.data"))
+
+
+def test_olive_run_converts_an_unsorted_model_and_reports_the_repair(tmp_path):
+    from tests.test_model_io import _unsorted
+
+    source = tmp_path / "unsorted.onnx"
+    onnx.save(_unsorted(), source)
+    proc = _run_workflow(tmp_path, source, {})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    notes = attributes["olive_fp16_report"]["notes"]
+    assert "repaired the input: sorted the nodes of graph 'g' topologically (2 nodes moved)" in notes
+    onnx.checker.check_model(onnx.load(tmp_path / "out" / "model.onnx"), full_check=True)

@@ -55,8 +55,10 @@ def to_olive_model(result, input_model: ONNXModelHandler, output_model_path: str
     """
     from olive.passes.onnx.common import _LARGE_IR_MODEL_THRESHOLD  # above it Olive writes external data
 
-    from olive_fp16_pass.model_io import detach_from_input, estimate_size
+    from olive_fp16_pass.model_io import check_data_name, detach_from_input, estimate_size
 
+    if config.external_data_name:  # Olive joins it to the output folder unchecked ('../../x' escapes it)
+        check_data_name(config.external_data_name, Path(output_model_path).name)
     external = config.save_as_external_data or estimate_size(result.ir_model) > _LARGE_IR_MODEL_THRESHOLD
     detach_from_input(result.ir_model, keep_external=external)  # else it points at the input's data file
     output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
