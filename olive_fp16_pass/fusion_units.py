@@ -86,6 +86,27 @@ class _View:
         return rest[0] if rest else None
 
 
+def _normalize(view: _View, unit: FusionUnit, var, numerator):
+    """var -> Add(eps) -> Sqrt -> Div(numerator, .) or Reciprocal -> Mul(numerator, .): the common tail of
+    LayerNorm and RMSNorm. Appends what it finds to `unit`; returns the node that writes the normalised tensor."""
+    norm = None
+    for eps in view.users(var, "Add"):
+        unit.nodes.append(eps)
+        for root in view.users(eps, "Sqrt"):
+            unit.nodes.append(root)
+            for div in view.users(root, "Div"):
+                if numerator in view.ins(div):
+                    unit.nodes.append(div)
+                    norm = div
+            for rec in view.users(root, "Reciprocal"):
+                unit.nodes.append(rec)
+                for mul in view.users(rec, "Mul"):
+                    if numerator in view.ins(mul):
+                        unit.nodes.append(mul)
+                        norm = mul
+    return norm
+
+
 def _layernorm(view: _View, mean) -> FusionUnit | None:
     """mean -> Sub -> Pow/Mul -> ReduceMean -> Add -> Sqrt -> Div (or Reciprocal + Mul) [-> Mul -> Add]."""
     x = view.ins(mean)[0] if view.ins(mean) else None
@@ -100,20 +121,7 @@ def _layernorm(view: _View, mean) -> FusionUnit | None:
                 continue
             for var in view.users(sq, "ReduceMean"):
                 unit.nodes += [sq, var]
-                for eps in view.users(var, "Add"):
-                    unit.nodes.append(eps)
-                    for root in view.users(eps, "Sqrt"):
-                        unit.nodes.append(root)
-                        for div in view.users(root, "Div"):
-                            if d in view.ins(div):
-                                unit.nodes.append(div)
-                                norm = div
-                        for rec in view.users(root, "Reciprocal"):
-                            unit.nodes.append(rec)
-                            for mul in view.users(rec, "Mul"):
-                                if d in view.ins(mul):
-                                    unit.nodes.append(mul)
-                                    norm = mul
+                norm = _normalize(view, unit, var, d) or norm
     if norm is None:
         return None
     for scale in view.users(norm, "Mul"):  # the affine part (gamma, beta) is fused too
@@ -133,20 +141,7 @@ def _rmsnorm(view: _View, pow_node) -> FusionUnit | None:
     norm = None
     for var in view.users(pow_node, "ReduceMean"):
         unit.nodes.append(var)
-        for eps in view.users(var, "Add"):
-            unit.nodes.append(eps)
-            for root in view.users(eps, "Sqrt"):
-                unit.nodes.append(root)
-                for div in view.users(root, "Div"):
-                    if x in view.ins(div):
-                        unit.nodes.append(div)
-                        norm = div
-                for rec in view.users(root, "Reciprocal"):
-                    unit.nodes.append(rec)
-                    for mul in view.users(rec, "Mul"):
-                        if x in view.ins(mul):
-                            unit.nodes.append(mul)
-                            norm = mul
+        norm = _normalize(view, unit, var, x) or norm
     if norm is None:
         return None
     unit.nodes.extend(view.users(norm, "Mul"))
@@ -178,18 +173,22 @@ def _gelu(view: _View, erf) -> FusionUnit | None:
     if len(adds) != 1:
         return None
     unit.nodes.append(adds[0])
-    node = adds[0]
-    for _ in range(2):  # the two multiplications: by x (or by 0.5 x) and by 0.5
-        muls = view.users(node, "Mul")
-        if len(muls) != 1:
+    _gelu_tail(view, unit, adds[0], x, (("Mul",), ("Mul",)))  # by x (or by 0.5 x), by 0.5
+    return unit if len(unit.nodes) >= 4 else None
+
+
+def _gelu_tail(view: _View, unit: FusionUnit, node, x, steps) -> None:
+    """Follow the single consumers `steps` after `node` (the `+ 1` and the multiplications by x and 0.5)."""
+    for ops in steps:
+        nxt = view.users(node, *ops)
+        if len(nxt) != 1:
             break
-        node = muls[0]
+        node = nxt[0]
         unit.nodes.append(node)
         for key in view.ins(node):
             half = view.producer.get(key)
             if half is not None and half not in unit.nodes and view.op(half) == "Mul" and x in view.ins(half):
                 unit.nodes.insert(0, half)  # 0.5 * x computed first
-    return unit if len(unit.nodes) >= 4 else None
 
 
 def _fast_gelu(view: _View, tanh) -> FusionUnit | None:
@@ -219,17 +218,7 @@ def _fast_gelu(view: _View, tanh) -> FusionUnit | None:
         if not found or x not in {k for n in chain for k in view.ins(n)}:
             continue
         unit = FusionUnit("FastGelu", [*reversed(chain), add, scale, tanh], x)
-        node = tanh
-        for ops in (("Add",), ("Mul",), ("Mul",)):
-            nxt = view.users(node, *ops)
-            if len(nxt) != 1:
-                break
-            node = nxt[0]
-            unit.nodes.append(node)
-            for key in view.ins(node):
-                half = view.producer.get(key)
-                if half is not None and half not in unit.nodes and view.op(half) == "Mul" and x in view.ins(half):
-                    unit.nodes.insert(0, half)  # 0.5 * x computed first
+        _gelu_tail(view, unit, tanh, x, (("Add",), ("Mul",), ("Mul",)))
         return unit
     return None
 
