@@ -16,21 +16,11 @@ import math
 import numpy as np
 import onnx
 
+from olive_fp16_pass.mixed_precision import _expose  # the search's: every named tensor as an output
 from olive_fp16_pass.runtime import SessionFactory, ValidationBackend, run_session
 
 JUMP_FACTOR = 10.0
 SAMPLES = 4  # feeds used: enough to see a fault, cheap for a big model
-
-
-def _expose(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(proto)
-    present = {o.name for o in exposed.graph.output}
-    for name in names:
-        if name not in present:
-            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
-            present.add(name)
-    return exposed
 
 
 def _rounded_names(proto: onnx.ModelProto) -> dict[str, str]:

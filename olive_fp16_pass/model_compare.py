@@ -38,6 +38,17 @@ def load_proto(path: str) -> onnx.ModelProto:
         raise Float16Error(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from exc
 
 
+def load_graph(path: str) -> onnx.ModelProto:
+    """The model's graph without its external weights (enough to check feeds), after the loader's checks."""
+    from olive_fp16_pass.model_io import load_model_file
+
+    load_model_file(path)
+    try:
+        return onnx.load(path, load_external_data=False)
+    except Exception as exc:
+        raise Float16Error(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from exc
+
+
 def _graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
     yield graph
     for node in graph.node:

@@ -18,8 +18,10 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 CUDA_USABLE = provider_status("CUDAExecutionProvider")[0]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env or ENV, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.skipif(CUDA_USABLE, reason="CUDA works on this machine: doctor exits 0 (test_doctor_json)")
@@ -95,22 +97,13 @@ def test_convert_op_include_list_flag(tmp_path):
     model = tmp_path / "mlp.onnx"
     onnx.save(benign_mlp(), model)
     out, report = tmp_path / "out.onnx", tmp_path / "r.json"
-    proc = run(
-        "-m",
-        "olive_fp16_pass.cli",
-        "convert",
-        str(model),
-        "-o",
-        str(out),
-        "--op-include-list",
-        "MatMul",
-        "--report",
-        str(report),
-    )
+    convert = ["-m", "olive_fp16_pass.cli", "convert", str(model), "-o", str(out), "--op-include-list", "MatMul"]
+    proc = run(*convert, "--report", str(report))
     assert proc.returncode == 0, proc.stderr
     fp32 = {d["op_type"] for d in json.loads(report.read_text())["fp32_nodes"]}
     assert "MatMul" not in fp32 and {"Tanh", "Add"} <= fp32
     assert any(t.data_type == TensorProto.FLOAT16 for t in onnx.load(out).graph.initializer)
+<<<<<<< HEAD
     both = run(
         "-m",
         "olive_fp16_pass.cli",
@@ -124,6 +117,10 @@ def test_convert_op_include_list_flag(tmp_path):
         "Tanh",
     )
     assert both.returncode == 2 and "mutually exclusive" in both.stderr
+=======
+    both = run(*convert, "--op-block-list", "Tanh")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+>>>>>>> tools
 
 
 def test_doctor_finds_both_onnxruntime_distributions(tmp_path):
@@ -135,14 +132,7 @@ def test_doctor_finds_both_onnxruntime_distributions(tmp_path):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.31.1\n")
     env = {**ENV, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "olive_fp16_pass.cli", "doctor", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run("-m", "olive_fp16_pass.cli", "doctor", "--json", env=env)
     check = json.loads(proc.stdout)["checks"][0]
     assert check["ok"] is False and "both onnxruntime and onnxruntime-gpu are installed" in check["detail"]
     assert check["fix"].startswith("pip uninstall -y onnxruntime onnxruntime-gpu")
