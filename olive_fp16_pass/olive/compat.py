@@ -363,3 +363,103 @@ def applied() -> list[str]:
     """Return the names of the workarounds applied in this process (in application order)."""
     with _lock:
         return list(_applied)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# B4: the evaluation cache ignores the evaluator (separate from apply(): its own probe, applied by the import hook)
+# ---------------------------------------------------------------------------------------------------------------------
+
+B4_EVALUATION_CACHE_KEY = "B4_evaluation_cache_key"
+"""``Engine._evaluate_model`` (olive-ai 0.13) keys its evaluation cache (``<cache>/evaluations/<id>.json``) on the
+model id and the accelerator only, so a rerun with the same ``cache_dir`` after the evaluator changed (a metric's
+``evaluate_func_kwargs``, sub-metrics, data, a latency setting) reports the figures of the old evaluator. Fixed
+upstream after 0.13 (microsoft/Olive#2552 folds ``hash_dict(evaluator_config.to_json())`` into the key). The
+workaround does the same: within ``_evaluate_model`` the keys that ``_load_evaluation`` / ``_cache_evaluation`` see
+get a digest of the evaluator config appended; the footprint still records the plain model id.
+Mitigation without it: ``"clean_evaluation_cache": true`` in the workflow (or a fresh ``cache_dir``)."""
+
+_b4_original: Callable[..., Any] | None = None
+
+
+def _evaluator_digest(evaluator_config: Any) -> str:
+    """Digest of everything the evaluator does. A config that cannot be dumped falls back to its repr, which
+    may hold object addresses: then the cache misses (re-evaluates), never reuses a wrong result."""
+    import hashlib
+    import json
+
+    try:
+        text = json.dumps(evaluator_config.to_json(), sort_keys=True, default=str)
+    except Exception:
+        text = repr(evaluator_config)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class _CacheKeyProbe:
+    """Stands in for an Engine in :func:`evaluation_cache_ignores_evaluator`: records the cache keys asked for and
+    answers as a cache hit, so Olive's real ``_evaluate_model`` returns before touching any model."""
+
+    def __init__(self) -> None:
+        import types
+
+        self.keys: list[str] = []
+        self.footprint = types.SimpleNamespace(record=lambda **_: None)
+
+    def _load_evaluation(self, key: str) -> Any:
+        from olive.evaluator.metric_result import MetricResult
+
+        self.keys.append(key)
+        return MetricResult.model_validate({})
+
+    def _cache_evaluation(self, key: str, signal: Any) -> None:  # pragma: no cover - a hit never caches
+        self.keys.append(key)
+
+
+def evaluation_cache_ignores_evaluator() -> bool:
+    """Live probe: does Olive's ``Engine._evaluate_model`` look up the same cache entry for two different
+    evaluators of the same model? (Olive's own function, two real evaluator configs.)"""
+    from olive.engine.engine import Engine
+    from olive.evaluator.olive_evaluator import OliveEvaluatorConfig
+
+    probe = _CacheKeyProbe()
+    for sub_type in ("avg", "p50"):
+        config = OliveEvaluatorConfig.parse_obj(
+            {"metrics": [{"name": "latency", "type": "latency", "sub_types": [{"name": sub_type}]}]}
+        )
+        Engine._evaluate_model(probe, None, "probe-model", config, None)
+    return len(probe.keys) == 2 and probe.keys[0] == probe.keys[1]
+
+
+def apply_evaluation_cache_key() -> bool:
+    """Key Olive's evaluation cache on the evaluator too, where the probe finds it missing. Idempotent; returns
+    whether the workaround is in place."""
+    global _b4_original
+    from olive.engine.engine import Engine
+
+    with _lock:
+        if _b4_original is not None:
+            return True
+        if not evaluation_cache_ignores_evaluator():
+            return False
+        original = Engine._evaluate_model
+
+        def _evaluate_model(self, model_config, model_id, evaluator_config, accelerator_spec):
+            suffix = f"-eval{_evaluator_digest(evaluator_config)}"
+            load, cache = self._load_evaluation, self._cache_evaluation
+            self._load_evaluation = lambda key: load(f"{key}{suffix}")
+            self._cache_evaluation = lambda key, signal: cache(f"{key}{suffix}", signal)
+            try:
+                return original(self, model_config, model_id, evaluator_config, accelerator_spec)
+            finally:
+                del self._load_evaluation, self._cache_evaluation
+
+        Engine._evaluate_model = _evaluate_model
+        _b4_original = original
+        if evaluation_cache_ignores_evaluator():
+            Engine._evaluate_model, _b4_original = original, None
+            logger.warning(
+                "olive compat workaround %s did not fix the bug (olive %s)", B4_EVALUATION_CACHE_KEY, olive_version()
+            )
+            return False
+        _applied.append(B4_EVALUATION_CACHE_KEY)
+        logger.info("applied olive compat workaround %s (olive %s)", B4_EVALUATION_CACHE_KEY, olive_version())
+        return True

@@ -88,6 +88,7 @@ def on_run_config_loaded(module) -> None:
     from olive_fp16_pass.olive import compat
 
     compat.apply()
+    compat.apply_evaluation_cache_key()
 
 
 def register() -> None:
@@ -98,6 +99,7 @@ def register() -> None:
 
     patch_package_config(OlivePackageConfig)
     compat.apply()
+    compat.apply_evaluation_cache_key()
 
 
 def merged_package_config() -> dict[str, Any]:
