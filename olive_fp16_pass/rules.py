@@ -97,7 +97,10 @@ class ModelContext:
 
     def option_warnings(self) -> list[str]:
         """Entries of the user's lists that matched nothing: said in the report, never silently ignored."""
-        messages: list[str] = []
+        messages = self.options.op_type_warnings(node.op_type for node, _ in self.index.nodes)
+        for option in ("op_include_list", "node_include_list"):
+            if getattr(self.options, option) == ():
+                messages.append(f"{option} is empty: no node goes to float16")
         for patterns in (self.node_blocks, self.node_includes):
             unmatched = patterns.unmatched() if patterns is not None else []
             if not unmatched:
