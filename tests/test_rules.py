@@ -303,3 +303,26 @@ def test_auto_mixed_precision_honours_clamp_weights():
     )
     assert {d.rule for d in clamped.report.decisions} == {Rule.WEIGHT_CLAMPED}
     assert clamped.report.options["clamp_weights"] is True
+
+
+@pytest.mark.parametrize("attribute", ["value_float", "value_floats"])
+@pytest.mark.parametrize("keep_io", [False, True])
+def test_constant_value_float_beyond_float16_keeps_its_consumer_fp32(attribute, keep_io):
+    """Issue 14.1: a Constant written with value_float(s) skipped the weight-range check (1e6 -> inf)."""
+    value = 1e6 if attribute == "value_float" else [1e6, 1.0, 2.0, 3.0]
+    proto = make_model(
+        [
+            helper.make_node("Constant", [], ["c"], name="const", **{attribute: value}),
+            helper.make_node("Mul", ["x", "c"], ["y"], name="mul"),
+        ],
+        [vi("x", TensorProto.FLOAT, [4])],
+        [vi("y", TensorProto.FLOAT, [4])],
+    )
+    result = convert_float16(proto, keep_io_types=keep_io)
+    assert [d.rule for d in result.report.decisions if d.node == "mul"] == [Rule.WEIGHT_OVERFLOW]
+    from tests.helpers import run
+
+    x = {"x": np.full(4, 1e-3, np.float32)}
+    y = np.asarray(run(result.model, x)[0], np.float32)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, np.asarray(run(proto, x)[0]), rtol=1e-2)
