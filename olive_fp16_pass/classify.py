@@ -101,6 +101,7 @@ def classify_base(
             continue
         node_context = NodeContext(context, node, graph_label, inputs, in_types, out_types)
         position, decision = first_answer(chain, node, node_context)
+        context.note_ranges(node, node_context)
         key = id(node)
         decisions[key] = NodeDecision(
             labels[key], node.op_type, node.domain, graph_label, decision.precision, decision.rule, decision.detail

@@ -90,15 +90,19 @@ class Criteria:
 
     def __post_init__(self) -> None:
         for name in CRITERIA:
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise OptionError(f"{name}: expected a non-negative number, got {value!r}")
+            _check_criterion(name, getattr(self, name))
+        if not isinstance(self.per_output, dict):
+            raise OptionError(f"per_output: expected a dict of output name -> criteria, got {self.per_output!r}")
         for output, overrides in self.per_output.items():
+            if not isinstance(overrides, dict):
+                raise OptionError(f"per_output['{output}']: expected a dict of criteria, got {overrides!r}")
             unknown = set(overrides) - set(CRITERIA)
             if unknown:
                 raise OptionError(
                     f"per_output['{output}']: unknown criteria {sorted(unknown)}; known: {', '.join(CRITERIA)}"
                 )
+            for name, value in overrides.items():
+                _check_criterion(f"per_output['{output}']['{name}']", value, name)
         if not any(getattr(self, n) is not None for n in CRITERIA) and not self.per_output:
             raise OptionError(f"no accuracy criterion given: set at least one of {', '.join(CRITERIA)}")
 
@@ -133,6 +137,21 @@ class Criteria:
         if self.per_output:
             data["per_output"] = self.per_output
         return data
+
+
+def _check_criterion(option: str, value: object, kind: str | None = None) -> None:
+    """A criterion is a finite number in its range, or None: NaN compares false with everything, so
+    `rtol=nan` used to pass every candidate; a bound no output can meet would fail every one."""
+    if value is None:
+        return
+    kind = kind or option
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise OptionError(f"{option}: expected a finite number (or None to leave it out), got {value!r}")
+    if kind == "min_cosine":
+        if not -1 <= value <= 1:
+            raise OptionError(f"{option}: a cosine similarity lies in [-1, 1], got {value!r}")
+    elif value < 0:
+        raise OptionError(f"{option}: expected a non-negative number, got {value!r}")
 
 
 def compare_outputs(

@@ -426,6 +426,26 @@ class _Search:
         return [label for _, _, label in scores], units
 
 
+def _check_search_options(overflow_margin, holdout_fraction, refine_budget, strict, progress, provider) -> None:
+    """Each option of the search has the type and range it needs (NaN compares false with everything:
+    `overflow_margin=nan` turned the range rules off; `strict="false"` is a true string)."""
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not number(overflow_margin) or overflow_margin < 1:
+        raise Float16Error(f"overflow_margin: expected a finite number >= 1, got {overflow_margin!r}")
+    if not number(holdout_fraction) or not 0 <= holdout_fraction < 1:
+        raise Float16Error(f"holdout_fraction: expected a number in [0, 1), got {holdout_fraction!r}")
+    if not isinstance(refine_budget, int) or isinstance(refine_budget, bool) or refine_budget < 0:
+        raise Float16Error(f"refine_budget: expected a whole number >= 0, got {refine_budget!r}")
+    for name, value in (("strict", strict), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise Float16Error(f"{name}: expected true or false, got {value!r}")
+    if not isinstance(provider, str) or not provider:
+        raise Float16Error(f"provider: expected an execution provider name, got {provider!r}")
+
+
 def _split_feeds(data: Iterable[Feed], holdout_fraction: float) -> tuple[list[Feed], list[Feed]]:
     feeds = list(data)
     if not feeds:
@@ -476,8 +496,7 @@ def auto_mixed_precision(
     start = time.perf_counter()
     if on_failure not in ("fp32", "raise"):
         raise Float16Error(f"on_failure: expected 'fp32' or 'raise', got {on_failure!r}")
-    if overflow_margin < 1:
-        raise Float16Error(f"overflow_margin: expected a number >= 1, got {overflow_margin}")
+    _check_search_options(overflow_margin, holdout_fraction, refine_budget, strict, progress, provider)
     criteria = Criteria(rtol, atol, max_abs, mean_abs, p999_abs, min_cosine, min_psnr, dict(per_output or {}))
     base = ConversionOptions(
         keep_io_types=keep_io_types,

@@ -95,10 +95,37 @@ class ModelContext:
         self.op_includes = frozenset(options.op_include_list) if options.op_include_list is not None else None
         self.ranges = ranges if ranges is not None else WeightRanges()
         self.forced: Mapping[str, ForcedDecision] = forced or {}
+        # value id -> what makes it leave float16's range: the outputs of nodes that read an overflowing
+        # weight, and of magnitude-preserving nodes downstream of them (see `note_ranges`)
+        self.beyond_fp16: dict[int, str] = {}
+
+    def note_ranges(self, node: ir.Node, context: NodeContext) -> None:
+        """Mark the outputs of `node` as beyond float16 when it reads an overflowing (unclamped) weight or a
+        value already marked, unless the op bounds its output. A graph property, whichever rule decided the
+        node, so the search's forced nodes do not change what their consumers are told."""
+        if node.op_type in BOUNDED_OPS and context.domain == "":
+            return
+        beyond = self.beyond_fp16
+        cause = None
+        for (_, value), dtype in zip(context.inputs, context.in_types, strict=True):
+            if id(value) in beyond:
+                cause = beyond[id(value)]
+                break
+            if dtype == F32:
+                weight = self.ranges.of(value)
+                if weight is not None and weight.overflows and not self.options.clamp_weights:
+                    cause = f"weight '{weight.name}' (|max| {weight.abs_max:.6g})"
+                    break
+        if cause is not None:
+            for value in node.outputs:
+                beyond[id(value)] = cause
 
     def option_warnings(self) -> list[str]:
         """Entries of the user's lists that matched nothing: said in the report, never silently ignored."""
-        messages: list[str] = []
+        messages = self.options.op_type_warnings(node.op_type for node, _ in self.index.nodes)
+        for option in ("op_include_list", "node_include_list"):
+            if getattr(self.options, option) == ():
+                messages.append(f"{option} is empty: no node goes to float16")
         for patterns in (self.node_blocks, self.node_includes):
             unmatched = patterns.unmatched() if patterns is not None else []
             if not unmatched:
@@ -345,6 +372,49 @@ def weight_range(node: ir.Node, context: NodeContext) -> Decision | None:
     return None
 
 
+# Ops whose float output is bounded whatever the input's magnitude: an out-of-range input stops there.
+BOUNDED_OPS = frozenset(
+    {
+        "Softmax",
+        "LogSoftmax",
+        "Sigmoid",
+        "HardSigmoid",
+        "Tanh",
+        "Softsign",
+        "Erf",
+        "Sin",
+        "Cos",
+        "Clip",
+        "Sign",
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "MeanVarianceNormalization",
+        "LpNormalization",
+        "Equal",
+        "Less",
+        "LessOrEqual",
+        "Greater",
+        "GreaterOrEqual",
+        "IsInf",
+        "IsNaN",
+    }
+)
+
+
+def range_propagated(node: ir.Node, context: NodeContext) -> Decision | None:
+    """A node reading a tensor that a weight overflow makes exceed float16 stays float32: otherwise that
+    tensor is cast to float16 on its way in and overflows anyway (issue 14.6)."""
+    beyond = context.model.beyond_fp16
+    if not beyond:
+        return None
+    for _, value in context.inputs:
+        cause = beyond.get(id(value))
+        if cause is not None:
+            return keep_fp32(Rule.RANGE_PROPAGATED, f"input '{value.name}' may exceed float16: it follows from {cause}")
+    return None
+
+
 def converted(node: ir.Node, context: NodeContext) -> Decision | None:
     """No rule objected: the node runs in float16."""
     return Decision(Precision.FP16, Rule.CONVERTED)
@@ -389,6 +459,7 @@ RULES: tuple[NodeRule, ...] = (
     no_fp16_in_schema,
     no_cuda_float16_kernel,
     weight_range,
+    range_propagated,
     converted,
 )
 

@@ -49,8 +49,16 @@ def constant_tensor(value: ir.Value) -> ir.TensorProtocol | None:
     if value.const_value is not None and (value.is_initializer() or value.producer() is None):
         return value.const_value
     producer = value.producer()
-    if producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
-        return producer.attributes["value"].value
+    if producer is None or producer.op_type != "Constant":
+        return None
+    attributes = producer.attributes
+    if "value" in attributes:
+        return attributes["value"].value
+    # value_float / value_floats hold float32 data too: leaving them out skipped the range check, and a
+    # Constant of 1e6 became inf in float16 with no warning (issue 14.1)
+    for name in ("value_float", "value_floats"):
+        if name in attributes:
+            return ir.tensor(np.asarray(attributes[name].value, dtype=np.float32), name=value.name)
     return None
 
 

@@ -388,7 +388,12 @@ def test_weight_overflow_stays_float32_or_clamps():
     )
     result = fp16.convert_float16(model, keep_io_types=True)
     fp32 = {d.node: d for d in result.report.fp32_nodes}
-    assert list(fp32) == ["mul_big"] and fp32["mul_big"].rule.value == "weight_overflow"
+    assert fp32["mul_big"].rule.value == "weight_overflow"
+    # issue 14.6: what follows keeps the range (Relu and Mul preserve magnitudes), else it is cast to float16
+    assert {n: d.rule.value for n, d in fp32.items() if n != "mul_big"} == {
+        "relu": "range_propagated",
+        "mul_small": "range_propagated",
+    }
     assert "100000" in fp32["mul_big"].detail
     feeds = {"x": np.array([1e-3, 1.0, 2.0], np.float32)}
     check_converted(model, result.model, feeds=feeds, rtol=1e-2, atol=1e-9)

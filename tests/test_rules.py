@@ -322,3 +322,64 @@ def test_auto_mixed_precision_honours_clamp_weights():
     )
     assert {d.rule for d in clamped.report.decisions} == {Rule.WEIGHT_CLAMPED}
     assert clamped.report.options["clamp_weights"] is True
+
+
+@pytest.mark.parametrize("attribute", ["value_float", "value_floats"])
+@pytest.mark.parametrize("keep_io", [False, True])
+def test_constant_value_float_beyond_float16_keeps_its_consumer_fp32(attribute, keep_io):
+    """Issue 14.1: a Constant written with value_float(s) skipped the weight-range check (1e6 -> inf)."""
+    value = 1e6 if attribute == "value_float" else [1e6, 1.0, 2.0, 3.0]
+    proto = make_model(
+        [
+            helper.make_node("Constant", [], ["c"], name="const", **{attribute: value}),
+            helper.make_node("Mul", ["x", "c"], ["y"], name="mul"),
+        ],
+        [vi("x", TensorProto.FLOAT, [4])],
+        [vi("y", TensorProto.FLOAT, [4])],
+    )
+    result = convert_float16(proto, keep_io_types=keep_io)
+    assert [d.rule for d in result.report.decisions if d.node == "mul"] == [Rule.WEIGHT_OVERFLOW]
+    from tests.helpers import run
+
+    x = {"x": np.full(4, 1e-3, np.float32)}
+    y = np.asarray(run(result.model, x)[0], np.float32)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, np.asarray(run(proto, x)[0]), rtol=1e-2)
+
+
+def _overflow_then(*ops: str) -> onnx.ModelProto:
+    nodes = [helper.make_node("Mul", ["x", "big"], ["t0"], name="over")]
+    for k, op in enumerate(ops):
+        nodes.append(helper.make_node(op, [f"t{k}"], [f"t{k + 1}"], name=f"n{k}_{op}"))
+    nodes.append(helper.make_node("Identity", [f"t{len(ops)}"], ["y"], name="out"))
+    return make_model(
+        nodes,
+        [vi("x", TensorProto.FLOAT, [4])],
+        [vi("y", TensorProto.FLOAT, [4])],
+        [init("big", np.full(4, 1e5, np.float32))],
+    )
+
+
+def test_range_propagated():
+    proto = _overflow_then("Relu", "Softmax", "Relu")
+    node, context = contexts(proto)["n0_Relu"]
+    assert rules.range_propagated(node, context) is None  # nothing marked until the classifier walks the graph
+    context.model.beyond_fp16[id(node.inputs[0])] = "weight 'big'"
+    assert rules.range_propagated(node, context).rule is Rule.RANGE_PROPAGATED
+
+
+def test_node_kept_for_weight_overflow_keeps_its_output_range():
+    """Issue 14.6: the Mul is float32 for its weight, but its output (1e5 x) was cast to float16 for the
+    Relu after it: inf. Now the range travels through Relu and stops at the Softmax (bounded)."""
+    proto = _overflow_then("Relu", "Softmax", "Relu")
+    result = convert_float16(proto)
+    rule_of = {d.node: d.rule for d in result.report.decisions}
+    assert rule_of["over"] is Rule.WEIGHT_OVERFLOW
+    assert rule_of["n0_Relu"] is Rule.RANGE_PROPAGATED and rule_of["n1_Softmax"] is Rule.RANGE_PROPAGATED
+    assert rule_of["n2_Relu"] is Rule.CONVERTED and rule_of["out"] is Rule.CONVERTED
+    from tests.helpers import run
+
+    x = {"x": np.array([1.0, 0.5, -1.0, 2.0], np.float32)}
+    y = np.asarray(run(result.model, x)[0], np.float32)
+    np.testing.assert_allclose(y, np.asarray(run(proto, x)[0]), atol=1e-3)
+    assert not convert_float16(proto, clamp_weights=True).report.fp32_nodes  # clamped: nothing to propagate
