@@ -256,20 +256,12 @@ def _amp(args: argparse.Namespace) -> int:
     from olive_fp16_pass.compare import CRITERIA
     from olive_fp16_pass.feeds import load_feeds, parse_shapes
     from olive_fp16_pass.mixed_precision import auto_mixed_precision
-<<<<<<< HEAD
-    from olive_fp16_pass.model_compare import load_proto
+    from olive_fp16_pass.model_compare import load_graph
     from olive_fp16_pass.options import options_from_cli
 
     criteria = _criteria(args, api_defaults=True)
     options = options_from_cli(args)
-    proto = load_proto(args.model)
-=======
-    from olive_fp16_pass.model_compare import load_graph
-
-    criteria = _criteria(args, api_defaults=True)
-    keep_io: bool | list[str] = args.keep_io_types if args.keep_io_types != ["all"] else True
-    proto = load_graph(args.model)  # the graph only: the search loads the weights itself, memory-mapped
->>>>>>> tools
+    proto = load_graph(args.model)  # the graph only (for the feeds): the search reads the weights, memory-mapped
     feedset = load_feeds(args.data, proto, random=args.random, shapes=parse_shapes(args.shape), seed=args.seed)
     if feedset.random:
         _stage(f"RANDOM input data ({len(feedset.feeds)} feeds): a smoke test, not evidence of accuracy")
