@@ -39,13 +39,13 @@ from olive_fp16_pass.fusion_units import fusion_units
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import Precision, Rule
 from olive_fp16_pass.runtime import (
-    NO_PREPACK_BYTES,
+    BIG_MODEL_BYTES,
     SessionFactory,
     ValidationBackend,
     choose_backend,
     run_session,
 )
-from olive_fp16_pass.switchable import SwitchableEmulation
+from olive_fp16_pass.switchable import SwitchableEmulation, release_external
 
 logger = logging.getLogger(__name__)
 
@@ -163,14 +163,14 @@ class _Search:
     ) -> None:
         self.proto = proto
         self.base_dir = base_dir  # where external data files are (None: the model holds all its data)
-        self.big = estimate_bytes(proto, base_dir) >= NO_PREPACK_BYTES
+        self.big = estimate_bytes(proto, base_dir) >= BIG_MODEL_BYTES
         self.feeds = feeds
         self.holdout = holdout
         self.criteria = criteria
         self.backend = backend
         self.base = base
         self.overflow_margin = overflow_margin
-        self.sessions = SessionFactory(backend, base_dir)
+        self.sessions = SessionFactory(backend, base_dir, self.big)
         self.output_names = [o.name for o in proto.graph.output]
         self.labels, self.float_names = _analyze(proto)
         self.tried = 0
@@ -199,6 +199,7 @@ class _Search:
             return self._built
         # check_runtime=False: the search's own sessions already prove onnxruntime loads this model.
         result = convert_with_options(self.fresh_ir(), self.options(forced), emulate=emulate, check_runtime=False)
+        release_external(result.ir_model)
         self._built_key, self._built = key, result
         return result
 
@@ -226,6 +227,8 @@ class _Search:
         gate_feed = self.switchable.gate_feed(gates)
         # I/O binding: session.run() validates every input name in Python, 38 ms a run with the thousands of
         # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
+        if self.switch_session is None:
+            self.switch_session = self.sessions.session(self.switchable.model, emulation=True)
         binding = self.switch_session.io_binding()
         for name, value in gate_feed.items():
             binding.bind_cpu_input(name, value)
@@ -291,10 +294,10 @@ class _Search:
         """The real mixed model must load and run with ORT's optimizations on (fusions included)."""
         model = self.build(forced, emulate=False).ir_model
         try:
-            # Emulated backend: the CPU provider. On a big model its constant folding would turn the Casts it
-            # puts around float16 weights into float32 copies of them; the fusions under test still run.
-            session = self.sessions.session(model, emulation=False, fold_constants=not self.big)
-            outputs = run_session(session, feeds[0])
+            if self.big:
+                outputs = self._run_from_file(model, feeds[0])
+            else:  # emulated backend: the CPU provider
+                outputs = run_session(self.sessions.session(model, emulation=False), feeds[0])
         except Exception as exc:
             return [f"candidate failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"]
         bad = [
@@ -305,6 +308,22 @@ class _Search:
             and np.isfinite(self.reference_first[n]).all()
         ]
         return [f"{n}: NaN/Inf in the real float16 model on ORT" for n in bad]
+
+    def _run_from_file(self, model: ir.Model, feed) -> list[np.ndarray]:
+        """A big candidate runs from a temporary file: onnxruntime memory-maps its data instead of copying
+        weights handed over in memory (measured twice their size), and the gated session, whose mapped weights
+        would add the model's size again, is closed meanwhile (reopened, cheaply, when needed)."""
+        import tempfile
+
+        from olive_fp16_pass.model_io import save_model
+
+        self.switch_session = None
+        with tempfile.TemporaryDirectory(prefix="olive_fp16_candidate_") as folder:
+            path = save_model(model, Path(folder) / "candidate.onnx", external_data=True)
+            session = self.sessions.session(str(path), emulation=False)
+            outputs = run_session(session, feed)
+            del session
+        return outputs
 
     # -- the stages ------------------------------------------------------------------------------------------
     def reference_and_ranges(self):
