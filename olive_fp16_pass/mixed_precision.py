@@ -362,6 +362,14 @@ class _Search:
             [np.asarray(v) for v in run_session(session, feed, self.output_names)] for feed in self.holdout
         ]
         self.reference_first = dict(zip(self.output_names, reference[0], strict=True))
+        for j, name in enumerate(self.output_names):
+            values = [np.asarray(run[j]) for run in reference + holdout_reference]
+            floats = [v for v in values if np.issubdtype(v.dtype, np.floating) and v.size]
+            if floats and not any(np.isfinite(v).any() for v in floats):
+                raise Float16Error(
+                    f"data: the float32 model's output '{name}' is NaN/Inf everywhere on the validation data, so "
+                    "no candidate's accuracy can be measured (check the data for NaN/Inf inputs)"
+                )
         return reference, holdout_reference, abs_max
 
     def range_rules(self, abs_max: dict[str, float], labels: list[str]) -> dict[str, tuple[Rule, str]]:
