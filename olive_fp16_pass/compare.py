@@ -137,6 +137,46 @@ class Criteria:
                 failures.append(f"{name}: PSNR {error.psnr:.2f} dB < {limits['min_psnr']:g} dB")
         return failures
 
+    def tightened(self, fraction: float) -> Criteria:
+        """The criteria allowing only `fraction` of each tolerance: upper bounds scaled, cosine's distance to 1
+        scaled, PSNR raised by the same error ratio (-20 log10(fraction) dB). Float16-storage emulation only
+        approximates GPU kernels; a candidate must pass with room to spare there."""
+        if fraction == 1:
+            return self
+
+        def scale(name: str, value: float | None) -> float | None:
+            if value is None:
+                return None
+            if name == "min_cosine":
+                return 1 - (1 - value) * fraction
+            if name == "min_psnr":
+                return value - 20 * math.log10(fraction)
+            return value * fraction
+
+        per_output = {o: {k: scale(k, v) for k, v in d.items()} for o, d in self.per_output.items()}
+        return Criteria(*(scale(n, getattr(self, n)) for n in CRITERIA), per_output)
+
+    def usage(self, errors: dict[str, OutputError]) -> dict[str, dict[str, float | str]]:
+        """Per output and criterion, the share of the tolerance the errors use (1.0: at the limit)."""
+        shares: dict[str, dict[str, float | str]] = {}
+        for name, error in errors.items():
+            limits = self.for_output(name)
+            row: dict[str, float] = {}
+            for key in ("max_abs", "mean_abs", "p999_abs"):
+                if key in limits:
+                    value = getattr(error, key)
+                    row[key] = value / limits[key] if limits[key] > 0 else (0.0 if value == 0 else math.inf)
+            if "min_cosine" in limits:
+                allowed = 1 - limits["min_cosine"]
+                used = 1 - error.cosine
+                row["min_cosine"] = used / allowed if allowed > 0 else (0.0 if used <= 0 else math.inf)
+            if "min_psnr" in limits:
+                row["min_psnr"] = 10 ** ((limits["min_psnr"] - error.psnr) / 20) if error.psnr != math.inf else 0.0
+            if "rtol" in limits or "atol" in limits:
+                row["allclose_excess"] = error.allclose_violation
+            shares[name] = {k: _finite_or_str(round(v, 4)) for k, v in row.items()}
+        return shares
+
     def to_dict(self) -> dict:
         data = {n: getattr(self, n) for n in CRITERIA if getattr(self, n) is not None}
         if self.per_output:
