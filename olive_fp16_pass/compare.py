@@ -2,7 +2,10 @@
 
 Statistics are computed over all validation samples together per output, in float64, so one criterion means
 the same thing whatever the batch split. A non-finite value where the reference is finite always fails: it is
-the signature of float16 overflow.
+the signature of float16 overflow. Where the float32 reference itself is NaN/±inf (a NaN in the data), the rule
+is: the candidate must give the same kind of value there (NaN for NaN, the same infinity), and those elements
+stay out of every statistic, so one bad input neither breaks the metrics nor is blamed on a candidate.
+An output whose reference has no finite value at all cannot measure anything: `auto_mixed_precision` refuses it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class OutputError:
     psnr: float
     allclose_violation: float  # largest |c - r| - (atol + rtol |r|); <= 0 means allclose holds
     nonfinite: int  # candidate values that are NaN/Inf where the reference is finite
+    reference_nonfinite: int = 0  # reference values that are NaN/Inf (left out of the statistics)
+    reference_mismatch: int = 0  # of those, candidate values of another kind (a number, or another infinity)
 
     def to_dict(self) -> dict:
         """JSON-safe: infinities and NaN become strings ("inf" for the PSNR of identical outputs)."""
@@ -45,11 +50,14 @@ def output_error(
         raise ValueError(f"output sizes differ: reference {ref.size} values, candidate {cand.size}")
     finite_ref = np.isfinite(ref)
     nonfinite = int(np.count_nonzero(finite_ref & ~np.isfinite(cand)))
+    ref_bad = int(ref.size - np.count_nonzero(finite_ref))
+    same_kind = (np.isnan(ref) & np.isnan(cand)) | (ref == cand)
+    mismatch = int(np.count_nonzero(~finite_ref & ~same_kind))
+    ref, cand = ref[finite_ref], cand[finite_ref]
     if ref.size == 0:
-        return OutputError(0.0, 0.0, 0.0, 1.0, math.inf, -math.inf, 0)
+        return OutputError(0.0, 0.0, 0.0, 1.0, math.inf, -math.inf, 0, ref_bad, mismatch)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(cand - ref)
-        diff[~finite_ref & (cand == ref)] = 0.0  # matching infinities are not errors
         diff = np.where(np.isnan(diff), np.inf, diff)
         max_abs = float(diff.max())
         mean_abs = float(diff.mean())
@@ -59,16 +67,15 @@ def output_error(
         if not math.isfinite(cosine):
             cosine = -1.0
         mse = float(np.mean(diff**2))
-        data_range = float(ref[finite_ref].max() - ref[finite_ref].min()) if finite_ref.any() else 0.0
-        # an infinite error (NaN/Inf in the candidate) has PSNR -inf, not a math domain error
-        finite_mse = math.isfinite(mse)
-        psnr = (
-            math.inf
-            if mse == 0
-            else (10 * math.log10(data_range**2 / mse) if data_range > 0 and finite_mse else -math.inf)
-        )
+        data_range = float(ref.max() - ref.min())
+        if mse == 0:
+            psnr = math.inf
+        elif data_range > 0 and math.isfinite(mse):
+            psnr = 10 * math.log10(data_range**2 / mse)
+        else:
+            psnr = -math.inf
         violation = float(np.max(diff - (atol + rtol * np.abs(ref))))
-    return OutputError(max_abs, mean_abs, p999, cosine, psnr, violation, nonfinite)
+    return OutputError(max_abs, mean_abs, p999, cosine, psnr, violation, nonfinite, ref_bad, mismatch)
 
 
 @dataclass
@@ -118,6 +125,8 @@ class Criteria:
             limits = self.for_output(name)
             if error.nonfinite:
                 failures.append(f"{name}: {error.nonfinite} NaN/Inf values where float32 is finite")
+            if error.reference_mismatch:
+                failures.append(f"{name}: {error.reference_mismatch} values differ in kind where float32 is NaN/Inf")
             if ("rtol" in limits or "atol" in limits) and error.allclose_violation > 0:
                 failures.append(
                     f"{name}: not allclose(rtol={limits.get('rtol', 0)}, atol={limits.get('atol', 0)}), "
@@ -131,6 +140,46 @@ class Criteria:
             if "min_psnr" in limits and not error.psnr >= limits["min_psnr"]:
                 failures.append(f"{name}: PSNR {error.psnr:.2f} dB < {limits['min_psnr']:g} dB")
         return failures
+
+    def tightened(self, fraction: float) -> Criteria:
+        """The criteria allowing only `fraction` of each tolerance: upper bounds scaled, cosine's distance to 1
+        scaled, PSNR raised by the same error ratio (-20 log10(fraction) dB). Float16-storage emulation only
+        approximates GPU kernels; a candidate must pass with room to spare there."""
+        if fraction == 1:
+            return self
+
+        def scale(name: str, value: float | None) -> float | None:
+            if value is None:
+                return None
+            if name == "min_cosine":
+                return 1 - (1 - value) * fraction
+            if name == "min_psnr":
+                return value - 20 * math.log10(fraction)
+            return value * fraction
+
+        per_output = {o: {k: scale(k, v) for k, v in d.items()} for o, d in self.per_output.items()}
+        return Criteria(*(scale(n, getattr(self, n)) for n in CRITERIA), per_output)
+
+    def usage(self, errors: dict[str, OutputError]) -> dict[str, dict[str, float | str]]:
+        """Per output and criterion, the share of the tolerance the errors use (1.0: at the limit)."""
+        shares: dict[str, dict[str, float | str]] = {}
+        for name, error in errors.items():
+            limits = self.for_output(name)
+            row: dict[str, float] = {}
+            for key in ("max_abs", "mean_abs", "p999_abs"):
+                if key in limits:
+                    value = getattr(error, key)
+                    row[key] = value / limits[key] if limits[key] > 0 else (0.0 if value == 0 else math.inf)
+            if "min_cosine" in limits:
+                allowed = 1 - limits["min_cosine"]
+                used = 1 - error.cosine
+                row["min_cosine"] = used / allowed if allowed > 0 else (0.0 if used <= 0 else math.inf)
+            if "min_psnr" in limits:
+                row["min_psnr"] = 10 ** ((limits["min_psnr"] - error.psnr) / 20) if error.psnr != math.inf else 0.0
+            if "rtol" in limits or "atol" in limits:
+                row["allclose_excess"] = error.allclose_violation
+            shares[name] = {k: _finite_or_str(round(v, 4)) for k, v in row.items()}
+        return shares
 
     def to_dict(self) -> dict:
         data = {n: getattr(self, n) for n in CRITERIA if getattr(self, n) is not None}

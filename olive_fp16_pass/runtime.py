@@ -110,53 +110,54 @@ def choose_backend(provider: str, *, strict: bool = False) -> ValidationBackend:
     return ValidationBackend(provider, "emulation", CPU, f"{reason}; float16 storage emulated on the CPU instead")
 
 
-# Tensors at least this large are handed to onnxruntime as OrtValues over their own memory (a memory map for
-# external data) instead of being serialized into the model bytes: no copy, and no 2 GB protobuf limit.
+# In-memory tensors at least this large are handed to onnxruntime as OrtValues instead of being serialized into
+# the model bytes (which copies them twice and fails past protobuf's 2 GB), when they add up to
+# SUPPLY_IN_MEMORY_TOTAL; below that the plain serialized session is kept, as it always was.
 SUPPLY_MIN_BYTES = 1 << 20
-# In-memory tensors are supplied that way only in models whose in-memory weights reach this total; below it the
-# plain serialized session is kept, as it always was.
 SUPPLY_IN_MEMORY_TOTAL = 1 << 30
-# Above this many supplied bytes, MLAS weight prepacking (a second, packed copy of every MatMul weight) is off:
-# it would double the memory of a >2 GB model (measured: +256 MiB for one 8192x8192 weight).
-NO_PREPACK_BYTES = 1 << 30
+# Above this many bytes of weights, MLAS weight prepacking (a second, packed copy of every MatMul weight) is off:
+# it would double the memory of a >2 GB model (measured: +256 MiB for one 8192x8192 weight), and so is the CPU
+# memory arena, which keeps every transient tensor of a run (a rounded weight copy per reader) allocated.
+BIG_MODEL_BYTES = 1 << 30
 _PLACEHOLDER = "olive_fp16_supplied_in_memory"
-# Element types onnxruntime's Python binding can wrap from numpy without a copy.
+# Element types onnxruntime's Python binding wraps from numpy.
 _SUPPLIABLE = {
-    onnx.TensorProto.FLOAT,
-    onnx.TensorProto.FLOAT16,
-    onnx.TensorProto.DOUBLE,
-    onnx.TensorProto.INT8,
-    onnx.TensorProto.UINT8,
-    onnx.TensorProto.INT16,
-    onnx.TensorProto.UINT16,
-    onnx.TensorProto.INT32,
-    onnx.TensorProto.UINT32,
-    onnx.TensorProto.INT64,
-    onnx.TensorProto.UINT64,
-    onnx.TensorProto.BOOL,
+    ir.DataType.FLOAT,
+    ir.DataType.FLOAT16,
+    ir.DataType.DOUBLE,
+    ir.DataType.INT8,
+    ir.DataType.UINT8,
+    ir.DataType.INT16,
+    ir.DataType.UINT16,
+    ir.DataType.INT32,
+    ir.DataType.UINT32,
+    ir.DataType.INT64,
+    ir.DataType.UINT64,
+    ir.DataType.BOOL,
 }
 
 
 class SessionFactory:
     """Creates sessions, counts them, and checks each one runs on the provider it was asked for.
 
-    Models with external data are sessions too: onnxruntime resolves `location` against the model file's folder,
-    and a session built from bytes has none ("External data path validation failed", or, worse, a same-named
-    file in the current directory). So every external tensor of the main graph is memory-mapped from
-    `base_dir` (containment-checked by onnx-ir: no `../`, no symlink out, no hard link) and handed over with
-    `SessionOptions.add_external_initializers`, which uses that memory in place.
+    Models with external data are sessions too. onnxruntime resolves an external `location` against the model
+    file's folder, and a session built from bytes has none: it looks in the current directory ("External data
+    path validation failed", or, worse, a same-named file there is used). So sessions of a model whose data is
+    in `base_dir` name that folder (`session.model_external_initializers_file_folder_path`): onnxruntime then
+    memory-maps the data file in place (no copy; measured: +7 MiB at session creation for a 256 MiB weight)
+    and applies its own containment checks (no `../`, no symlink out of the folder).
     """
 
-    def __init__(self, backend: ValidationBackend, base_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, backend: ValidationBackend, base_dir: str | os.PathLike | None = None, big: bool = False
+    ) -> None:
         self.backend = backend
         self.base_dir = base_dir
+        self.big = big  # weights of BIG_MODEL_BYTES or more: spare memory over speed
         self.created = 0
         self.providers_seen: set[str] = set()
-        self._mapped: dict[tuple, np.ndarray] = {}  # one memory map per external tensor, shared by all sessions
 
-    def session(
-        self, model: onnx.ModelProto | ir.Model | bytes | str, *, emulation: bool, fold_constants: bool = True
-    ) -> ort.InferenceSession:
+    def session(self, model: onnx.ModelProto | ir.Model | bytes | str, *, emulation: bool) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if emulation:
@@ -165,105 +166,45 @@ class SessionFactory:
             providers = [CPU]
         else:
             providers = [self.backend.provider]
-            if not fold_constants:
-                # Folding the Casts the CPU provider puts around float16 weights would make float32 copies of them.
-                options.add_session_config_entry("optimization.disable_specified_optimizers", "ConstantFolding")
+        supplied: dict[str, np.ndarray] = {}
         if isinstance(model, ir.Model):
-            proto, supplied = serialize_supplying(model)
-        elif isinstance(model, onnx.ModelProto):
-            proto, supplied = model, {}
-        else:
-            proto, supplied = None, {}
-        if proto is not None:
-            proto, supplied = self._supply_external(proto, supplied)
-            data = proto.SerializeToString()
+            model, supplied = serialize_supplying(model)
+        if isinstance(model, onnx.ModelProto):
+            if has_external_references(model):
+                if self.base_dir is None:
+                    raise Float16Error(
+                        "model: its weights are in external files and it was given as a ModelProto, which has no "
+                        "folder to find them in: pass the model's path instead"
+                    )
+                folder = os.fspath(self.base_dir)
+                options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            data = model.SerializeToString()
         else:
             data = model
         if supplied:
             values = [ort.OrtValue.ortvalue_from_numpy(array) for array in supplied.values()]
             options.add_external_initializers(list(supplied), values)
-            if sum(a.nbytes for a in supplied.values()) >= NO_PREPACK_BYTES:
-                options.add_session_config_entry("session.disable_prepacking", "1")
+        if self.big:
+            options.add_session_config_entry("session.disable_prepacking", "1")
+            options.enable_cpu_mem_arena = False
         self.created += 1  # counted when tried: a session that fails to load costs the same
         session = ort.InferenceSession(data, options, providers=providers)
-        if supplied:
-            session._olive_fp16_weights = (supplied, values)  # the session reads this memory: keep it alive
         used = session.get_providers()
         self.providers_seen.update(used)
         if used[0] != providers[0]:
             raise ProviderFallbackError(f"a session asked for {providers[0]} ran on {used[0]}: results discarded")
         return session
 
-    def _supply_external(
-        self, proto: onnx.ModelProto, supplied: dict[str, np.ndarray]
-    ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-        """Memory-map the main graph's external tensors; subgraph ones (rare) are read into a copy of the proto."""
-        supplied = dict(supplied)
-        inline: list[onnx.TensorProto] = []
-        for tensor in proto.graph.initializer:
-            if tensor.data_location != onnx.TensorProto.EXTERNAL or tensor.name in supplied:
-                continue
-            if tensor.data_type in _SUPPLIABLE:
-                supplied[tensor.name] = _aligned(self._external_array(tensor))
-        for tensor in _subgraph_and_unsuppliable_external(proto.graph, supplied):
-            inline.append(tensor)
-        if not inline:
-            return proto, supplied
-        copy = onnx.ModelProto()
-        copy.CopyFrom(proto)
-        for tensor in _subgraph_and_unsuppliable_external(copy.graph, supplied):
-            tensor.raw_data = np.ascontiguousarray(self._external_array(tensor)).tobytes()
-            del tensor.external_data[:]
-            tensor.data_location = onnx.TensorProto.DEFAULT
-        return copy, supplied
 
-    def _external_array(self, tensor: onnx.TensorProto) -> np.ndarray:
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        location = info.get("location", "")
-        key = (location, info.get("offset"), info.get("length"), tensor.data_type, tuple(tensor.dims))
-        if key not in self._mapped:
-            self._mapped[key] = self._map(tensor, info, location)
-        return self._mapped[key]
+def has_external_references(proto: onnx.ModelProto) -> bool:
+    """Whether any tensor (initializer or Constant, in any graph) keeps its data in an external file."""
+    from olive_fp16_pass.model_io import has_external_data
 
-    def _map(self, tensor: onnx.TensorProto, info: dict[str, str], location: str) -> np.ndarray:
-        if self.base_dir is None:
-            raise Float16Error(
-                f"initializer '{tensor.name}': its data is in the external file '{location}', and a model given "
-                "as a ModelProto has no folder to find it in: pass the model's path instead"
-            )
-        try:
-            external = ir.ExternalTensor(
-                location,
-                int(info.get("offset", 0)),
-                int(info["length"]) if "length" in info else None,
-                ir.DataType(tensor.data_type),
-                shape=ir.Shape(list(tensor.dims)),
-                name=tensor.name,
-                base_dir=os.fspath(self.base_dir),
-            )
-            return external.numpy()
-        except (OSError, ValueError) as exc:
-            raise Float16Error(
-                f"initializer '{tensor.name}': cannot read its external data '{location}' in {self.base_dir}: {exc}"
-            ) from exc
-
-
-def _subgraph_and_unsuppliable_external(graph: onnx.GraphProto, supplied: dict[str, np.ndarray]):
-    """External tensors add_external_initializers cannot serve: in subgraphs, in Constant nodes, odd types."""
-    for tensor in graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.name not in supplied:
-            yield tensor
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_location == onnx.TensorProto.EXTERNAL:
-                yield attr.t
-            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subgraphs:
-                yield from _subgraph_and_unsuppliable_external(sub, {})
+    return has_external_data(proto)
 
 
 def _aligned(array: np.ndarray) -> np.ndarray:
-    """onnxruntime needs element-aligned memory; a data file written without alignment gets a copy."""
+    """onnxruntime needs aligned, contiguous memory for an OrtValue."""
     return array if array.flags.aligned and array.flags.c_contiguous else np.ascontiguousarray(array.copy())
 
 
@@ -279,7 +220,7 @@ def serialize_supplying(model: ir.Model) -> tuple[onnx.ModelProto, dict[str, np.
         for value in graph.initializers.values()
         if isinstance(value.const_value, ir.Tensor)
         and value.const_value.nbytes >= SUPPLY_MIN_BYTES
-        and value.const_value.dtype.value in _SUPPLIABLE
+        and value.const_value.dtype in _SUPPLIABLE
     ]
     if sum(v.const_value.nbytes for v in large) < SUPPLY_IN_MEMORY_TOTAL:
         return ir.serde.serialize_model(model), {}

@@ -10,6 +10,7 @@ final model (`convert.assign_precisions`), so the emulation cannot drift from th
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 
@@ -42,6 +43,16 @@ def _deserialize(proto: onnx.ModelProto, base_dir: str | os.PathLike | None) -> 
                 if isinstance(value.const_value, ir.ExternalTensor):
                     value.const_value.base_dir = os.fspath(base_dir)
     return model
+
+
+def release_external(model: ir.Model) -> None:
+    """Unmap external tensors once read: a later read maps them again. Every mapped copy of a >2 GB model's
+    weights would otherwise stay resident in this process, once per copy of the model the search holds."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                with contextlib.suppress(BufferError):  # an array still reads it: keep that map
+                    value.const_value.release()
 
 
 def _cast_pair(value: ir.Value, names: _Names) -> list[ir.Node]:

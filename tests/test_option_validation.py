@@ -54,8 +54,8 @@ def test_clamp_weights_false_string_does_not_clamp_through_the_olive_pass_config
 
     spec = AcceleratorSpec(accelerator_type="cpu", execution_provider="CPUExecutionProvider")
     config = OnnxFloat16.generate_config(spec, {"clamp_weights": "false", "op_block_list": ["Matmul"]})
-    options = conversion_options(config)
-    assert options == ConversionOptions(op_block_list=["Matmul"])
+    options = conversion_options(config, "CPUExecutionProvider")
+    assert options == ConversionOptions(op_block_list=["Matmul"], provider="CPUExecutionProvider")
     assert any("'Matmul'" in w for w in convert_float16(_model(), **options.to_dict()).report.warnings)
 
 
