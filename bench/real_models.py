@@ -1144,7 +1144,7 @@ def main(argv: list[str] | None = None) -> int:
             for exporter in exporters:
                 record = run_one(name, exporter, args.budget_s, workroot, tools)
                 records.append(record)
-                header, rows = table([record], tools)
+                _header, rows = table([record], tools)
                 print(" | ".join(rows[0]), f"[{record['wall_s']} s, {record['status'][:80]}]", flush=True)
                 save(records, tools, args, started)  # partial results survive an interrupted run
     path = save(records, tools, args, started)
