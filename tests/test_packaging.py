@@ -112,7 +112,8 @@ def test_sourcing_setup_env_keeps_the_callers_shell_options(tmp_path, fail_insta
     proc = subprocess.run(
         ["bash", "-c", f"source scripts/setup_env.sh olive,cpu; {SHOW_OPTIONS}"],
         cwd=REPO,
-        env={**os.environ, "VENV": str(venv)},
+        # the user's shell is outside any venv (the test itself may run in an activated one, as CI does)
+        env={**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "VENV": str(venv)},
         capture_output=True,
         text=True,
         timeout=60,
