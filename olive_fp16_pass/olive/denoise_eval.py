@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,9 @@ def evaluate_denoiser(
         "image_size": image_size,
         "sigma": sigma,
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        # Which interpreter evaluated (a PythonEnvironment target runs this in its own), and whether the
+        # olive-fp16 import hook was active there: the evaluator must not need it.
+        "python": {"executable": sys.executable, "import_hook_active": "olive_fp16_pass._olive_hook" in sys.modules},
         "versions": {"onnxruntime": ort.__version__, "numpy": np.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
