@@ -61,7 +61,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -296,9 +296,7 @@ def _t5() -> Exportable:
         decoder_start_token_id=0,
     )  # fmt: skip
     model = T5ForConditionalGeneration(config).eval()
-    module = _Outputs.wrap(
-        model, lambda out: (out.logits, out.encoder_last_hidden_state)
-    )
+    module = _Outputs.wrap(model, lambda out: (out.logits, out.encoder_last_hidden_state))
 
     def make(seed: int) -> tuple:
         gen = torch.Generator().manual_seed(seed)
@@ -388,7 +386,10 @@ def _clip() -> Exportable:
                 torch.randn(2, 3, 64, 64, generator=gen))  # fmt: skip
 
     return Exportable(
-        Both(), make, ["input_ids", "attention_mask", "pixel_values"], ["logits_per_image", "text_embeds", "image_embeds"]
+        Both(),
+        make,
+        ["input_ids", "attention_mask", "pixel_values"],
+        ["logits_per_image", "text_embeds", "image_embeds"],
     )
 
 
@@ -445,7 +446,10 @@ CI_MODELS: dict[str, tuple[ModelSpec, str]] = {
         ModelSpec("mobilenet_v3_small_w05", "torchvision", _ci_mobilenet, "mobilenet_v3_small width 0.5, 16 classes"),
         "torchscript",
     ),
-    "gpt2_past_tiny": (ModelSpec("gpt2_past_tiny", "transformers", _gpt2, "GPT-2 2 layers with past kv"), "torchscript"),
+    "gpt2_past_tiny": (
+        ModelSpec("gpt2_past_tiny", "transformers", _gpt2, "GPT-2 2 layers with past kv"),
+        "torchscript",
+    ),
     "bert_tiny_dynamo": (ModelSpec("bert_tiny_dynamo", "transformers", _ci_bert, "BERT 2 layers, hidden 32"), "dynamo"),
 }
 
@@ -568,7 +572,9 @@ def feeds_for(exportable: Exportable, model: onnx.ModelProto, n: int = N_FEEDS) 
     graph_inputs = [i.name for i in model.graph.input if i.name not in initializers]
     feeds = []
     for seed in range(n):
-        arrays = {name: t.numpy() for name, t in zip(exportable.input_names, exportable.make_inputs(seed))}
+        arrays = {
+            name: t.numpy() for name, t in zip(exportable.input_names, exportable.make_inputs(seed), strict=False)
+        }
         missing = [name for name in graph_inputs if name not in arrays]
         if missing:
             raise RuntimeError(f"exported graph inputs {missing} are not among {list(arrays)}")
@@ -611,7 +617,7 @@ def accuracy(
     for j, name in enumerate(names):
         ref = [np.asarray(r[j]) for r in reference]
         cand = [np.asarray(c[j]) for c in got]
-        if any(a.shape != b.shape for a, b in zip(ref, cand)):
+        if any(a.shape != b.shape for a, b in zip(ref, cand, strict=False)):
             failures.append(f"{name}: shape {[c.shape for c in cand]} != {[r.shape for r in ref]}")
             continue
         if sorted_compare:
@@ -620,7 +626,12 @@ def accuracy(
         error = output_error(ref, cand)
         scale = signal[name]["scale"]
         rel = error.max_abs / scale if scale > 0 else (0.0 if error.max_abs == 0 else math.inf)
-        per_output[name] = {"cosine": error.cosine, "max_abs": error.max_abs, "max_rel": rel, "nonfinite": error.nonfinite}
+        per_output[name] = {
+            "cosine": error.cosine,
+            "max_abs": error.max_abs,
+            "max_rel": rel,
+            "nonfinite": error.nonfinite,
+        }
         if error.nonfinite:
             failures.append(f"{name}: {error.nonfinite} NaN/Inf where FP32 is finite")
         if not error.cosine >= MIN_COSINE:
@@ -629,7 +640,13 @@ def accuracy(
             failures.append(f"{name}: max error {rel:.3g} x scale > {MAX_REL}")
     worst_cos = min((o["cosine"] for o in per_output.values()), default=float("nan"))
     worst_rel = max((o["max_rel"] for o in per_output.values()), default=float("nan"))
-    return {"ok": not failures, "failures": failures, "per_output": per_output, "min_cosine": worst_cos, "max_rel": worst_rel}
+    return {
+        "ok": not failures,
+        "failures": failures,
+        "per_output": per_output,
+        "min_cosine": worst_cos,
+        "max_rel": worst_rel,
+    }
 
 
 def _count_op(model: onnx.ModelProto, op_type: str) -> int:
@@ -769,9 +786,7 @@ def judge(converted: onnx.ModelProto, original: onnx.ModelProto, full_check: boo
 
 def amp_criteria(names: list[str], signal: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The accuracy column's criteria, expressed as auto_mixed_precision arguments."""
-    per_output = {
-        name: {"max_abs": MAX_REL * signal[name]["scale"]} for name in names if signal[name]["float"]
-    }
+    per_output = {name: {"max_abs": MAX_REL * signal[name]["scale"]} for name in names if signal[name]["float"]}
     return {"rtol": None, "atol": None, "min_cosine": MIN_COSINE, "per_output": per_output}
 
 
@@ -800,9 +815,10 @@ def child(spec_name: str, exporter: str, workdir: Path, result_path: Path, tools
         original = onnx.load(str(path))
         record["nodes"] = len(original.graph.node)
         record["loops_ifs"] = _count_op(original, "Loop") + _count_op(original, "If")
-        record["external_data"] = any(
-            t.data_location == onnx.TensorProto.EXTERNAL for t in original.graph.initializer
-        ) or (workdir / "model.onnx.data").exists()
+        record["external_data"] = (
+            any(t.data_location == onnx.TensorProto.EXTERNAL for t in original.graph.initializer)
+            or (workdir / "model.onnx.data").exists()
+        )
         record["ops"] = sorted({n.op_type for n in original.graph.node})
         try:
             onnx.checker.check_model(original, full_check=True)
@@ -856,7 +872,7 @@ def _torch_check(exportable: Exportable, onnx_outputs: list[np.ndarray]) -> dict
         out = exportable.module(*exportable.make_inputs(0))
     outs = out if isinstance(out, (tuple, list)) else (out,)
     worst = 0.0
-    for got, expected in zip(onnx_outputs, outs):
+    for got, expected in zip(onnx_outputs, outs, strict=False):
         expected = expected.detach().numpy()
         if got.shape != expected.shape:
             return {"ok": False, "detail": f"shape {got.shape} vs torch {expected.shape}"}
@@ -1001,7 +1017,10 @@ def save(records: list[dict[str, Any]], tools: list[str], args: argparse.Namespa
     }
     (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=_json_default))
     header, rows = table(records, tools)
-    summary = ["| tool | rows | converted | valid | loads (ORT_ENABLE_ALL) | runs | accurate |", "|---|---|---|---|---|---|---|"]
+    summary = [
+        "| tool | rows | converted | valid | loads (ORT_ENABLE_ALL) | runs | accurate |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, t in payload["totals"].items():
         summary.append(
             f"| {key} | {t['rows']} | {t['converted']} | {t['valid']} | {t['loads']} | {t['runs']} | {t['accurate']} |"
@@ -1065,7 +1084,9 @@ def export_ci_models(target: Path = CI_DATA_DIR) -> None:
                 ir.save(loaded, str(out), external_data=f"{name}.onnx.data")
             else:
                 onnx.save(model, str(out))
-            np.savez(target / f"{name}.feeds.npz", **{f"{k}__{i}": v for i, f in enumerate(feeds) for k, v in f.items()})
+            np.savez(
+                target / f"{name}.feeds.npz", **{f"{k}__{i}": v for i, f in enumerate(feeds) for k, v in f.items()}
+            )
         manifest["models"][name] = {
             "exporter": exporter,
             "description": spec.description,
@@ -1125,7 +1146,7 @@ def main(argv: list[str] | None = None) -> int:
             for exporter in exporters:
                 record = run_one(name, exporter, args.budget_s, workroot, tools)
                 records.append(record)
-                header, rows = table([record], tools)
+                _header, rows = table([record], tools)
                 print(" | ".join(rows[0]), f"[{record['wall_s']} s, {record['status'][:80]}]", flush=True)
                 save(records, tools, args, started)  # partial results survive an interrupted run
     path = save(records, tools, args, started)
