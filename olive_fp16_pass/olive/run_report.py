@@ -228,11 +228,20 @@ def speed_words(cmp: dict) -> str:
     return f"x{ratio:.2f} ({word}{'' if cmp['beyond_noise'] else ', spread not measured'})"
 
 
+class MalformedFootprint(ValueError):
+    """footprint.json exists but is not what Olive writes: said in one line, never as a traceback."""
+
+
 def build_report(output_dir: Path) -> dict[str, Any]:
     footprint_path = output_dir / "footprint.json"
     if not footprint_path.is_file():
         raise FileNotFoundError(f"{footprint_path}: not found; is {output_dir} the output_dir of an `olive run`?")
-    footprint = json.loads(footprint_path.read_text())
+    try:
+        footprint = json.loads(footprint_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedFootprint(f"{footprint_path}: not JSON ({exc})") from exc
+    if not isinstance(footprint, dict) or not all(isinstance(node, dict) for node in footprint.values()):
+        raise MalformedFootprint(f"{footprint_path}: not what Olive writes (an object of model id -> model record)")
     olive_config = _find_olive_config(footprint)
     columns = _metric_columns(footprint, olive_config)
     speed = _speed(columns)
@@ -456,8 +465,15 @@ def main(output_dir: str | Path) -> int:
     output_dir = Path(output_dir)
     try:
         report = build_report(output_dir)
-    except (FileNotFoundError, json.JSONDecodeError, KeyError) as exc:
+    except (FileNotFoundError, MalformedFootprint) as exc:
         print(f"olive-fp16 report: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # records of an unexpected shape
+        print(
+            f"olive-fp16 report: error: {output_dir / 'footprint.json'}: a model record is not in the layout "
+            f"Olive writes ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     picture = write_picture(report, output_dir)
     report["picture"] = str(picture) if picture else None
