@@ -4,6 +4,8 @@ is believed that the files contradict; the same rules on the path route and the 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +269,22 @@ def test_proto_route_refuses_an_undefined_input():
     )
     with pytest.raises(ModelFileError, match="node 'relu' reads 'nothing', which no node, graph input or initializer"):
         fp16.convert_float16(model)
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [("../secret.bin", "leads out of the model's folder"), ("/etc/hostname", "is an absolute path")],
+)
+def test_cli_refuses_data_outside_the_folder_without_a_traceback(folder, location, message):
+    """The same refusals through `olive-fp16 convert` (and `amp`): exit 2, one line, nothing written."""
+    (folder.parent / "secret.bin").write_bytes(np.ones(9, np.float32).tobytes())
+    model = folder / "model.onnx"
+    model.write_bytes(_point_at(_matmul_model(), location).SerializeToString())
+    out = folder / "out.onnx"
+    for command in (["convert", str(model), "-o", str(out)], ["amp", str(model), "-o", str(out), "--random", "2"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "olive_fp16_pass.cli", *command], capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not out.exists()
