@@ -36,7 +36,7 @@ from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options
 from olive_fp16_pass.fusion_units import fusion_units
-from olive_fp16_pass.model_io import has_external_data, load_model_file, set_base_dir
+from olive_fp16_pass.model_io import has_external_data, load, load_model_file, set_base_dir
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
 from olive_fp16_pass.runtime import (
@@ -548,12 +548,12 @@ def auto_mixed_precision(
     )
     base_dir = None
     if isinstance(model, onnx.ModelProto):
-        proto = model
-        if has_external_data(proto):
+        if has_external_data(model):
             raise Float16Error(
                 "model: this ModelProto keeps its weights in external files and has no folder to find them in; "
                 "pass the model's path instead (or load it with onnx.load(path) to bring the data in memory)"
             )
+        proto = load(model).proto  # the checks and repairs of the path route (a cycle is refused, issue 14.2)
     else:
         # Lazily loaded: external tensors stay in their files (memory-mapped when read), so the search costs
         # about the model's size in memory, and the serialized proto only references them.

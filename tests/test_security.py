@@ -259,6 +259,9 @@ def test_proto_route_refuses_a_cycle():
     )
     with pytest.raises(ModelFileError, match=r"^model: the graph has a cycle through nodes 'add', 'relu'$"):
         fp16.convert_float16(model)
+    feeds = [{"x": np.ones(2, np.float32)}]
+    with pytest.raises(ModelFileError, match=r"^model: the graph has a cycle through nodes 'add', 'relu'$"):
+        fp16.auto_mixed_precision(model, feeds, provider="CPUExecutionProvider", progress=False)
 
 
 def test_proto_route_refuses_an_undefined_input():
