@@ -44,3 +44,21 @@ def environment(digest_key: str) -> dict[str, Any]:
         "git_head": git.stdout.strip() or None,
         "versions": versions,
     }
+
+
+def count_op(model: Any, op_type: str) -> int:
+    """Nodes of one op type in the main graph and every subgraph (Casts may land in bodies too)."""
+    import onnx
+
+    def walk(graph: onnx.GraphProto) -> int:
+        total = 0
+        for node in graph.node:
+            total += node.op_type == op_type
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    total += walk(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    total += sum(walk(g) for g in attr.graphs)
+        return total
+
+    return walk(model.graph)

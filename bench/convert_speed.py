@@ -46,7 +46,7 @@ REPO_ROOT = BENCH_DIR.parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from bench_env import environment, source_digest  # noqa: E402  (bench/ is not a package: path set above)
+from bench_env import count_op, environment, source_digest  # noqa: E402  (bench/ is not a package: path set above)
 
 RESULTS_DIR = BENCH_DIR / "results"
 TOOLS = ("ours", "occ", "ort")
@@ -76,24 +76,6 @@ class ConversionTimeout(BaseException):
 def _peak_rss_mb() -> float:
     """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _count_ops(model: Any, op_type: str) -> int:
-    """Count nodes of one op type in the main graph and every subgraph, since Casts may land in bodies too."""
-    import onnx
-
-    def walk(graph: onnx.GraphProto) -> int:
-        total = 0
-        for node in graph.node:
-            total += node.op_type == op_type
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    total += walk(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    total += sum(walk(g) for g in attr.graphs)
-        return total
-
-    return walk(model.graph)
 
 
 def _converter(tool: str, details: dict[str, Any]) -> Callable[[Any, list[str] | None], Any]:
@@ -205,8 +187,8 @@ def worker(
         result["details"]["load_avg_after"] = os.getloadavg()[0]
         assert converted is not None
         result["output_nodes"] = len(converted.graph.node)
-        result["casts"] = _count_ops(converted, "Cast")
-        result["input_casts"] = _count_ops(original, "Cast")
+        result["casts"] = count_op(converted, "Cast")
+        result["input_casts"] = count_op(original, "Cast")
         try:
             onnx.checker.check_model(converted)
             result["checker"] = "ok"

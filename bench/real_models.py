@@ -78,7 +78,7 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):  # this checkout's package, and t
         sys.path.insert(0, _path)
 
 from amp_speed import fp16_count  # noqa: E402  (bench/ is not a package: path set above)
-from bench_env import environment  # noqa: E402
+from bench_env import count_op, environment  # noqa: E402
 
 EXPORTERS = ("torchscript", "dynamo")
 TOOLS = ("ours", "occ", "ort")
@@ -649,21 +649,6 @@ def accuracy(
     }
 
 
-def _count_op(model: onnx.ModelProto, op_type: str) -> int:
-    def walk(graph: onnx.GraphProto) -> int:
-        total = 0
-        for node in graph.node:
-            total += node.op_type == op_type
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    total += walk(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    total += sum(walk(g) for g in attr.graphs)
-        return total
-
-    return walk(model.graph)
-
-
 def weights_fp16_pct(model: onnx.ModelProto) -> float:
     """Share of float weight elements (main-graph initializers) stored as float16."""
     counts = {onnx.TensorProto.FLOAT: 0, onnx.TensorProto.FLOAT16: 0}
@@ -781,7 +766,7 @@ def judge(converted: onnx.ModelProto, original: onnx.ModelProto, full_check: boo
     except Exception as exc:
         errors["fp16_count"] = _error(exc)
     result["weights_fp16_pct"] = round(weights_fp16_pct(converted), 1)
-    result["casts_added"] = _count_op(converted, "Cast") - _count_op(original, "Cast")
+    result["casts_added"] = count_op(converted, "Cast") - count_op(original, "Cast")
 
 
 def amp_criteria(names: list[str], signal: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -814,7 +799,7 @@ def child(spec_name: str, exporter: str, workdir: Path, result_path: Path, tools
     try:
         original = onnx.load(str(path))
         record["nodes"] = len(original.graph.node)
-        record["loops_ifs"] = _count_op(original, "Loop") + _count_op(original, "If")
+        record["loops_ifs"] = count_op(original, "Loop") + count_op(original, "If")
         record["external_data"] = (
             any(t.data_location == onnx.TensorProto.EXTERNAL for t in original.graph.initializer)
             or (workdir / "model.onnx.data").exists()
