@@ -242,7 +242,11 @@ def _add_amp_parser(sub) -> None:
         "or the chosen one when only the held-out check failed); the exit code stays 1",
     )
     amp.add_argument("--report", help="write the JSON report (search, criteria, per-node decisions) here")
-    amp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    amp.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="show no search progress on stderr (by default a tqdm bar, or plain lines where tqdm is not installed)",
+    )
     amp.set_defaults(func=_amp)
 
 

@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
-from tqdm.auto import tqdm
 
 from olive_fp16_pass.classify import FP16_MAX, FP16_UNDERFLOW
 from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
@@ -39,6 +38,7 @@ from olive_fp16_pass.fusion_units import fusion_units
 from olive_fp16_pass.model_io import has_external_data, load, load_model_file, set_base_dir
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
+from olive_fp16_pass.progress import progress_bar
 from olive_fp16_pass.runtime import (
     BIG_MODEL_BYTES,
     SessionFactory,
@@ -185,7 +185,7 @@ class _Search:
         self.tried = 0
         self.history: list[dict] = []
         self.refine_budget = refine_budget
-        self.bar = tqdm(desc="mixed precision search", unit="candidate", disable=not progress, leave=False)
+        self.bar = progress_bar("mixed precision search", "candidate", enabled=progress)  # plain lines without tqdm
 
     # -- building and validating candidates --------------------------------------------------------------
     def fresh_ir(self) -> ir.Model:
