@@ -74,7 +74,8 @@ OLIVE_FLOAT_TO_FLOAT16_OPTIONS: dict[str, tuple[type, str]] = {
     "min_positive_val": (
         float,
         "OnnxFloatToFloat16 raises tiny constants to min_positive_val; OnnxFloat16 never changes a weight: a node "
-        "whose weights would all underflow float16 (|w| < ~3e-6) stays in float32 instead (rule weight_underflow)",
+        "multiplying by a constant that float16 would store with over 1% error (all subnormal, |w| < ~3e-6) stays "
+        "in float32 instead (rule weight_underflow); tiny biases and epsilons convert",
     ),
     "max_finite_val": (
         float,
