@@ -22,7 +22,7 @@ from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.fusion_units import ir_units, keep_units_whole
 from olive_fp16_pass.graph_walk import GraphIndex
-from olive_fp16_pass.load_check import load_checked, unit_labels
+from olive_fp16_pass.load_check import SaveCheck, load_checked, unit_labels
 from olive_fp16_pass.model_io import LoadedModel, load, save_model
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin
@@ -45,6 +45,8 @@ class ConversionResult:
     fusion: dict = field(default_factory=dict, repr=False)
     runtime_problem: str | None = field(default=None, repr=False)
     inputs: tuple[Path, ...] = ()  # files the model was read from: save refuses to overwrite them
+    # The load check of an external-data result, which needs the written files: run by `save` (load_check.py).
+    save_check: SaveCheck | None = field(default=None, repr=False)
 
     @property
     def ir_model(self) -> ir.Model:
@@ -69,18 +71,25 @@ class ConversionResult:
     ) -> Path:
         """Write the model atomically; external data if asked, if the input had it, or if it needs it (>2 GB).
 
-        Writing over the input's own model or data file is refused unless `in_place=True`.
+        Writing over the input's own model or data file is refused unless `in_place=True`. A result with
+        external data is load-checked here, on the written files, before they are published (a repair then
+        updates `model` and `report`; an unloadable model raises Float16Error and writes nothing).
         """
         if external_data is None and self.external_data:
             external_data = True
-        return save_model(
-            self.ir_model,
-            path,
-            external_data=external_data,
-            external_data_name=external_data_name,
-            inputs=self.inputs,
-            in_place=in_place,
-        )
+
+        def write(result: ConversionResult, check) -> Path:
+            return save_model(
+                result.ir_model,
+                path,
+                external_data=external_data,
+                external_data_name=external_data_name,
+                inputs=result.inputs,
+                in_place=in_place,
+                check=check,
+            )
+
+        return write(self, None) if self.save_check is None else self.save_check.run(self, write)
 
 
 def _load(model: ModelLike) -> LoadedModel:

@@ -60,8 +60,14 @@ def to_olive_model(result, input_model: ONNXModelHandler, output_model_path: str
     if config.external_data_name:  # Olive joins it to the output folder unchecked ('../../x' escapes it)
         check_data_name(config.external_data_name, Path(output_model_path).name)
     external = config.save_as_external_data or estimate_size(result.ir_model) > _LARGE_IR_MODEL_THRESHOLD
-    detach_from_input(result.ir_model, keep_external=external)  # else it points at the input's data file
-    output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
+    # An external-data input's result is load-checked on its files as they are written (ConversionResult.save).
+    if getattr(result, "save_check", None) is not None:
+        path = result.save(output_model_path, external_data=external, external_data_name=config.external_data_name)
+        folder = {"model_path": str(path.parent), "onnx_file_name": path.name}  # as Olive's own save does
+        output = ONNXModelHandler(**folder) if external else ONNXModelHandler(model_path=str(path))
+    else:
+        detach_from_input(result.ir_model, keep_external=external)  # else it points at the input's data file
+        output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
     report_dict = result.report.to_dict()
     write_report(report_dict, output.model_path)
     output.model_attributes = {**(input_model.model_attributes or {}), "olive_fp16_report": report_dict}
