@@ -46,6 +46,7 @@ from olive_fp16_pass.runtime import (
     choose_backend,
     run_session,
 )
+from olive_fp16_pass.sentinels import Sentinel, ValueStats, activation_sentinel
 from olive_fp16_pass.switchable import SwitchableEmulation, release_external
 
 logger = logging.getLogger(__name__)
@@ -83,9 +84,10 @@ class Candidate:
     errors: dict[str, OutputError] | None
 
 
-def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """Labels of main-graph nodes in order, exactly as the converter names them (subgraph nodes counted), and
-    the float32 outputs of main-graph nodes (from the converter's own type propagation)."""
+def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir.Value]]:
+    """Labels of main-graph nodes in order, exactly as the converter names them (subgraph nodes counted), the
+    float32 outputs of main-graph nodes (from the converter's own type propagation), and those outputs as
+    onnx-ir values (their uses tell a masking sentinel from an overflow, sentinels.py)."""
     from olive_fp16_pass import element_types
     from olive_fp16_pass.graph_walk import GraphIndex
 
@@ -93,8 +95,8 @@ def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str]]:
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
     labels = [index.labels[id(node)] for node in ir_model.graph]
-    floats = [v.name for node in ir_model.graph for v in node.outputs if v.name and types.is_float32(v)]
-    return labels, floats
+    values = {v.name: v for node in ir_model.graph for v in node.outputs if v.name and types.is_float32(v)}
+    return labels, list(values), values
 
 
 def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -> None:
@@ -181,7 +183,9 @@ class _Search:
         self.overflow_margin = overflow_margin
         self.sessions = SessionFactory(backend, base_dir, self.big)
         self.output_names = [o.name for o in proto.graph.output]
-        self.labels, self.float_names = _analyze(proto)
+        self.labels, self.float_names, self.values = _analyze(proto)
+        self.value_stats: dict[str, ValueStats] = {}  # tensors beyond the range limit: are they sentinels?
+        self.sentinels: dict[str, Sentinel] = {}  # tensor name -> its masking sentinel (not an overflow)
         self.tried = 0
         self.history: list[dict] = []
         self.refine_budget = refine_budget
@@ -346,6 +350,7 @@ class _Search:
                 f"opset {opset}: {first}; the search needs onnxruntime sessions"
             ) from exc
         all_names = [o.name for o in session.get_outputs()]
+        limit = FP16_MAX / self.overflow_margin
         abs_max: dict[str, float] = {}
         reference = []
         self.reference_tensors: list[dict[str, np.ndarray]] = []
@@ -360,6 +365,10 @@ class _Search:
                 if array.size and np.issubdtype(array.dtype, np.floating):
                     finite = array[np.isfinite(array)]
                     peak = float(np.abs(finite).max()) if finite.size else 0.0
+                    if peak > limit or name in self.value_stats:
+                        # earlier samples, all within the limit, count as in-range values
+                        stats = self.value_stats.setdefault(name, ValueStats(in_range_max=abs_max.get(name, 0.0)))
+                        stats.update(finite, limit)
                     abs_max[name] = max(abs_max.get(name, 0.0), peak)
         holdout_reference = [
             [np.asarray(v) for v in run_session(session, feed, self.output_names)] for feed in self.holdout
@@ -383,7 +392,7 @@ class _Search:
                 peak = abs_max.get(name)
                 if peak is None:
                     continue
-                if peak > limit:
+                if peak > limit and self.sentinel_of(name) is None:
                     forced[label] = ForcedDecision(
                         Rule.ACTIVATION_OVERFLOW,
                         f"tensor '{name}' reaches |{peak:.6g}| on validation data > {limit:g} "
@@ -399,6 +408,33 @@ class _Search:
                     )
                     break
         return forced
+
+    def sentinel_of(self, name: str) -> Sentinel | None:
+        """The masking sentinel a tensor beyond the limit holds (recorded for the report), or None: an overflow."""
+        stats = self.value_stats.get(name)
+        if stats is None or name not in self.values:
+            return None
+        if name not in self.sentinels:
+            sentinel = activation_sentinel(self.values[name], stats)
+            if sentinel is None:
+                return None
+            self.sentinels[name] = sentinel
+        return self.sentinels[name]
+
+    def note_sentinels(self, report) -> list[dict]:
+        """Float16 nodes that read or write a sentinel tensor say so in the report (rule mask_sentinel)."""
+        notes: dict[str, str] = {}
+        for node, label in zip(self.proto.graph.node, self.labels, strict=True):
+            for name in [*node.output, *node.input]:
+                sentinel = self.sentinels.get(name)
+                if sentinel is not None and label not in notes:
+                    sign = math.copysign(1.0, sentinel.value)
+                    becomes = f"{sign * FP16_MAX:g} or {sign * math.inf}"
+                    notes[label] = sentinel.detail(f"tensor '{name}' on validation data", becomes)
+        for decision in report.decisions:
+            if decision.precision is Precision.FP16 and decision.rule is Rule.CONVERTED and decision.node in notes:
+                decision.rule, decision.detail = Rule.MASK_SENTINEL, notes[decision.node]
+        return [{"tensor": n, "value": s.value, "feeds": s.feeds} for n, s in self.sentinels.items()]
 
     def rank(self, forced, labels: list[str]) -> tuple[list[str], list[set[str]]]:
         """Main-graph float16 nodes, most error-adding first, from one emulated run with every tensor exposed.
@@ -599,6 +635,7 @@ def auto_mixed_precision(
         )
     report = result.report
     report.notes.extend(notes)
+    sentinels = search.note_sentinels(report)
     if holdout and holdout_failures and final.passed:
         report.warnings.append(
             "criteria met on validation data but not on held-out data: " + "; ".join(holdout_failures[:3])
@@ -622,6 +659,8 @@ def auto_mixed_precision(
         "validation_errors": {k: v.to_dict() for k, v in (final.errors or {}).items()},
         "holdout_errors": {k: v.to_dict() for k, v in (holdout_errors or {}).items()},
         "failures": final.failures,
+        # tensors beyond float16's range on validation data whose values only mask (sentinels.py)
+        "sentinels": sentinels,
         "history": search.history,
     }
     report.seconds = time.perf_counter() - start

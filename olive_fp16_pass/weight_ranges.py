@@ -7,9 +7,13 @@ candidates ask about it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
+
+if TYPE_CHECKING:
+    from olive_fp16_pass.sentinels import Sentinel
 
 FP16_MAX = 65504.0
 # Below 2**-14 float16 values are subnormal, with a fixed step of 2**-24, so the rounding error of a value v is
@@ -29,6 +33,8 @@ class WeightRange:
     abs_max: float
     overflows: bool
     all_underflow: bool
+    # Set when the values beyond ±65504 are masking sentinels (sentinels.py): float16 holds them as ±65504.
+    sentinel: Sentinel | None = None
 
 
 class WeightRanges:
@@ -71,11 +77,18 @@ def _measure(value: ir.Value) -> WeightRange | None:
         return WeightRange(value.name or "", 0.0, False, False)
     abs_max = float(np.max(np.abs(array)))
     finite_max = abs_max if np.isfinite(abs_max) else float(np.max(np.abs(array[np.isfinite(array)]), initial=0.0))
+    overflows = finite_max > FP16_MAX
+    sentinel = None
+    if overflows:
+        from olive_fp16_pass.sentinels import constant_sentinel  # it reads FP16_MAX from here
+
+        sentinel = constant_sentinel(value, array)
     return WeightRange(
         name=value.name or "",
         abs_max=abs_max,
-        overflows=finite_max > FP16_MAX,
+        overflows=overflows,
         all_underflow=0.0 < abs_max < FP16_UNDERFLOW,
+        sentinel=sentinel,
     )
 
 
