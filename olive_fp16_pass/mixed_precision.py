@@ -4,14 +4,18 @@ Compared with onnxconverter-common's `auto_convert_mixed_precision`, which bisec
 (about 2k·log2(N/k) conversions and sessions for k sensitive nodes) and validates on the CPU execution
 provider (which hides float16 overflow), this search:
 1. runs the float32 model once with every tensor exposed: per-tensor ranges, and the reference outputs;
-2. keeps in float32, with their measured value as the reason, nodes that read or write a tensor beyond
-   float16's range (with a safety margin) or one that is entirely subnormal in float16;
-3. validates that candidate once; a model that is fine in float16 stops here;
+2. validates full float16 first (the static rules only, masking sentinels converted: sentinels.py); a model
+   that is fine in float16 stops here, after one validation;
+3. otherwise keeps in float32, with their measured value as the reason, nodes that read or write a tensor
+   beyond float16's range (with a safety margin; masking sentinels excepted) or one that is entirely
+   subnormal in float16, and validates that candidate once;
 4. otherwise runs the float16 candidate once (emulated) with every tensor exposed and ranks the remaining
    nodes by the error each one adds (its output error minus its inputs' error);
 5. finds the shortest prefix of that ranking that passes (exponential then binary search, whole fusion
    units at a time), then tries to give back to float16 the prefix nodes that were not needed;
 6. checks the result on held-out data that the search never saw.
+Whatever the stages pick, the result never keeps more nodes in float32 than a candidate already seen to
+pass (and load).
 Candidates are validated on the target execution provider when it really works here, else with float16
 storage emulated on the CPU; never with the CPU provider running a float16 graph. A candidate that fails to
 load or run counts as a failed candidate; the search goes on.
@@ -82,6 +86,8 @@ class Candidate:
     passed: bool
     failures: list[str]
     errors: dict[str, OutputError] | None
+    nodes_fp32: int | None = None  # nodes (subgraphs included) the candidate runs in float32, static rules included
+    loads: bool | None = None  # the real model loads with ORT's optimizations on (None: not checked yet)
 
 
 def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir.Value]]:
@@ -188,6 +194,7 @@ class _Search:
         self.sentinels: dict[str, Sentinel] = {}  # tensor name -> its masking sentinel (not an overflow)
         self.tried = 0
         self.history: list[dict] = []
+        self.passing: list[Candidate] = []  # every candidate that met the criteria on the validation feeds
         self.refine_budget = refine_budget
         self.bar = tqdm(desc="mixed precision search", unit="candidate", disable=not progress, leave=False)
 
@@ -270,13 +277,17 @@ class _Search:
         self.tried += 1
         self.bar.update(1)
         start = time.perf_counter()
+        nodes_fp32 = None
         try:
             if self.backend.emulated:
-                runs, _ = self.run_switch(forced, feeds, self.output_names)
+                runs, classified = self.run_switch(forced, feeds, self.output_names)
+                decisions = classified.plan.decisions.values()
                 outputs = [[_as_float32(o) for o in run] for run in runs]
             else:
-                model = self.build(forced, emulate=False).ir_model
-                outputs = self.outputs(model, feeds, emulation=False)
+                built = self.build(forced, emulate=False)
+                decisions = built.report.decisions
+                outputs = self.outputs(built.ir_model, feeds, emulation=False)
+            nodes_fp32 = sum(d.precision is Precision.FP32 for d in decisions)
             errors = compare_outputs(self.output_names, reference, outputs, self.criteria)
             failures = self.criteria.check(errors)
             if not failures and self.backend.emulated and load_check:
@@ -285,11 +296,14 @@ class _Search:
             raise
         except Exception as exc:  # a candidate ORT cannot load or run: rejected, the search goes on
             errors, failures = None, [f"candidate failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"]
-        candidate = Candidate(dict(forced), not failures, failures, errors)
+        candidate = Candidate(dict(forced), not failures, failures, errors, nodes_fp32)
+        if candidate.passed and feeds is self.feeds:
+            self.passing.append(candidate)
         self.history.append(
             {
                 "stage": stage,
                 "nodes_fp32_forced": len(forced),
+                "nodes_fp32": nodes_fp32,
                 "passed": candidate.passed,
                 "failures": failures[:5],
                 "seconds": round(time.perf_counter() - start, 3),
@@ -668,6 +682,32 @@ def auto_mixed_precision(
 
 
 def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
+    """The search's stages, then the guarantee: never more float32 than a passing candidate already seen."""
+    chosen, notes = _stages(search)
+    better = sorted(
+        (c for c in search.passing if c.loads is not False and _fewer_fp32(c, chosen)), key=lambda c: c.nodes_fp32
+    )
+    for candidate in better:
+        if search.backend.emulated and candidate.loads is None:
+            problems = search.load_check(candidate.forced, search.feeds[:1])
+            candidate.loads = not problems
+            search.history.append({"stage": "load check (seen earlier)", "passed": not problems, "failures": problems})
+        if candidate.loads is not False:
+            notes.append(
+                f"a candidate seen earlier met the criteria with {candidate.nodes_fp32} float32 nodes, fewer than the "
+                f"{chosen.nodes_fp32} of the search's pick: returned it"
+            )
+            return candidate, notes
+    return chosen, notes
+
+
+def _fewer_fp32(candidate: Candidate, chosen: Candidate) -> bool:
+    if candidate.nodes_fp32 is None:
+        return False
+    return not chosen.passed or chosen.nodes_fp32 is None or candidate.nodes_fp32 < chosen.nodes_fp32
+
+
+def _stages(search: _Search) -> tuple[Candidate, list[str]]:
     notes: list[str] = []
     labels = search.labels
     reference, search.holdout_reference, abs_max = search.reference_and_ranges()
@@ -685,12 +725,21 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
                 member, ForcedDecision(record.rule, f"fused with '{label}': {record.detail}", Origin.FUSED, label)
             )
 
-    first = search.validate(rules, search.feeds, reference, "range rules", load_check=False)
-    if first.passed:
-        chosen = _loadable(search, first, reference)
+    # Most aggressive first: every node float16 but for the static rules (sentinels handled). A model fine in
+    # float16 stops after this one validation, whatever its measured ranges say.
+    full = search.validate({}, search.feeds, reference, "full float16", load_check=False)
+    if full.passed:
+        chosen = _loadable(search, full, reference)
         if chosen is not None:
-            notes.append("the candidate after range rules met the criteria at its first validation")
+            notes.append("full float16 (static rules only) met the criteria at its first validation")
             return chosen, notes
+    if rules:
+        first = search.validate(rules, search.feeds, reference, "range rules", load_check=False)
+        if first.passed:
+            chosen = _loadable(search, first, reference)
+            if chosen is not None:
+                notes.append("the candidate after range rules met the criteria at its first validation")
+                return chosen, notes
 
     ranked, cancellation = search.rank(rules, labels)
     rank_of = {label: i for i, label in enumerate(ranked)}
@@ -777,6 +826,7 @@ def _loadable(search: _Search, candidate: Candidate, reference) -> Candidate | N
         return refined
     for option in [refined] if refined is candidate else [refined, candidate]:
         problems = search.load_check(option.forced, search.feeds[:1])
+        option.loads = not problems
         stage = "load check" + ("" if option is refined else " (unrefined)")
         search.history.append({"stage": stage, "passed": not problems, "failures": problems[:3]})
         if not problems:
