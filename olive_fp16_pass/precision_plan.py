@@ -26,6 +26,7 @@ class Rule(str, Enum):
     WEIGHT_OVERFLOW = "weight_overflow"
     WEIGHT_UNDERFLOW = "weight_underflow"
     WEIGHT_CLAMPED = "weight_clamped"
+    MASK_SENTINEL = "mask_sentinel"  # float16 although a tensor is beyond ±65504: its values only mask (sentinels.py)
     RANGE_PROPAGATED = "range_propagated"
     NO_FP16_IN_SCHEMA = "no_fp16_in_schema"
     NO_FP16_KERNEL = "no_fp16_kernel_in_onnxruntime"

@@ -15,7 +15,8 @@ The order, and why:
   schema      the op's schema has no float16 type for its float tensors;
   CUDA        for a model meant for the CUDA EP, no CUDA float16 kernel at the model's opset (its table);
   ranges      a weight beyond float16's range (or clamped with `clamp_weights`); a factor stored with over 1%
-              error (all subnormal), an addend (bias, epsilon) only when float16 turns all of it into 0;
+              error (all subnormal), an addend (bias, epsilon) only when float16 turns all of it into 0; a
+              masking sentinel beyond the range (sentinels.py) is saturated to ±65504 instead;
   converted   everything else runs in float16.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_ir as ir
 
 from olive_fp16_pass import cuda_kernels, op_signatures
@@ -120,7 +122,12 @@ class ModelContext:
                 break
             if dtype == F32:
                 weight = self.ranges.of(value)
-                if weight is not None and weight.overflows and not self.options.clamp_weights:
+                if (
+                    weight is not None
+                    and weight.overflows
+                    and weight.sentinel is None  # saturated in float16: the mask stays within range
+                    and not self.options.clamp_weights
+                ):
                     cause = f"weight '{weight.name}' (|max| {weight.abs_max:.6g})"
                     break
         if cause is not None:
@@ -388,15 +395,21 @@ def is_additive_slot(node: ir.Node, domain: str, slot: int) -> bool:
 def weight_range(node: ir.Node, context: NodeContext) -> Decision | None:
     """A constant input beyond ±65504 keeps the node in float32 (or is clamped, with `clamp_weights`); so does a
     factor that float16 stores with over 1% error (all subnormal), or an addend of which float16 keeps nothing
-    (every value rounds to 0). The first such input, in slot order, is the one reported."""
+    (every value rounds to 0). The first such input, in slot order, is the one reported. A masking sentinel
+    (-3.4e38 added before a Softmax, sentinels.py) is not an overflow: saturated to ±65504, it masks the same
+    in float16."""
     ranges = context.model.ranges
     clamp = context.model.options.clamp_weights
     clamped: list[tuple[ir.Value, WeightRange]] = []
+    sentinels: list[tuple[ir.Value, WeightRange]] = []
     for i in sorted(context.fp16_slots()[0]):
         weight = ranges.of(node.inputs[i])
         if weight is None:
             continue
         if weight.overflows:
+            if weight.sentinel is not None:
+                sentinels.append((node.inputs[i], weight))
+                continue
             if not clamp:
                 return keep_fp32(
                     Rule.WEIGHT_OVERFLOW,
@@ -418,9 +431,13 @@ def weight_range(node: ir.Node, context: NodeContext) -> Decision | None:
                     f"weight '{weight.name}' (|value| at most {weight.abs_max:.3g} < {FP16_ROUNDS_TO_ZERO:.3g}) "
                     "is added but becomes 0 in float16",
                 )
+    notes = [w.sentinel.detail(f"weight '{w.name}'", f"{np.sign(w.sentinel.value) * FP16_MAX:g}") for _, w in sentinels]
     if clamped:
         names = ", ".join(f"'{w.name}' (|max| {w.abs_max:.6g})" for _, w in clamped)
-        return Decision(Precision.FP16, Rule.WEIGHT_CLAMPED, f"clamped to ±{FP16_MAX:g}: {names}", tuple(clamped))
+        detail = "; ".join([f"clamped to ±{FP16_MAX:g}: {names}", *notes])
+        return Decision(Precision.FP16, Rule.WEIGHT_CLAMPED, detail, tuple(clamped + sentinels))
+    if sentinels:
+        return Decision(Precision.FP16, Rule.MASK_SENTINEL, "; ".join(notes), tuple(sentinels))
     return None
 
 
