@@ -110,6 +110,7 @@ def convert_float16(
     op_include_list: list[str] | None = None,
     node_include_list: list[str] | None = None,
     clamp_weights: bool = False,
+    max_reduction_elements: int | None = None,
     provider: str | None = "CUDAExecutionProvider",
     load_check: bool = True,
     calibration_data: Iterable[Mapping[str, Any]] | None = None,
@@ -122,6 +123,7 @@ def convert_float16(
     `provider="CUDAExecutionProvider"`, no CUDA float16 kernel in onnxruntime), and the report says which rule
     and the value it measured. `provider` is the execution provider the model is meant for (None: no
     provider-specific rule). Node names in the node lists are exact names or regular expressions (full match).
+    `max_reduction_elements` (opt-in): reductions, MatMul, Gemm and Conv summing over more elements stay float32.
     The input model is never modified.
 
     `load_check`: open the result in onnxruntime with every graph optimization (CPU, and CUDA where it works)
@@ -142,6 +144,7 @@ def convert_float16(
         op_include_list=op_include_list,
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
+        max_reduction_elements=max_reduction_elements,
         provider=provider,
     )
     if calibration_data is None:

@@ -38,6 +38,7 @@ class Rule(str, Enum):
     ACTIVATION_OVERFLOW = "activation_overflow"
     ACTIVATION_UNDERFLOW = "activation_underflow"
     ACCURACY = "accuracy"
+    DEEP_REDUCTION = "deep_reduction"  # opt-in: accumulates over more than max_reduction_elements
 
 
 @dataclass
