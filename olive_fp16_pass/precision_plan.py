@@ -41,6 +41,17 @@ class Rule(str, Enum):
     DEEP_REDUCTION = "deep_reduction"  # opt-in: accumulates over more than max_reduction_elements
 
 
+class CustomRule(str):
+    """The name of a user-supplied rule (user_rules.py): a plain string that reads like a `Rule` (`.value`), so
+    the report treats the user's reasons exactly like ours."""
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+
 @dataclass
 class NodeDecision:
     node: str
@@ -48,7 +59,7 @@ class NodeDecision:
     domain: str
     graph: str
     precision: Precision
-    rule: Rule
+    rule: Rule | CustomRule
     detail: str = ""
     origin: str | None = None  # for a node forced by a measurement: which stage (an `Origin` value)
 

@@ -10,6 +10,7 @@ The order, and why:
   structure   non-tensor values, unknown element types, control-flow interfaces, ops with no schema: nothing
               can be said about such nodes, so they come first and nothing overrides them;
   user lists  node/op block and include lists: what the user asked for comes before any measurement;
+  user rules  the user's own rules (`extra_rules`), which can only keep nodes in float32, for the same reason;
   search      nodes the mixed-precision search forces into float32 (it never overrides the rules above);
   kernels     ops onnxruntime cannot run with float16 inputs, float32 tensor attributes;
   schema      the op's schema has no float16 type for its float tensors;
@@ -30,10 +31,11 @@ import onnx_ir as ir
 
 from olive_fp16_pass import cuda_kernels, op_signatures
 from olive_fp16_pass.element_types import ElementTypes
+from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.name_match import NamePatterns
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import ForcedDecision, Precision, Rule
+from olive_fp16_pass.precision_plan import CustomRule, ForcedDecision, Precision, Rule
 from olive_fp16_pass.weight_ranges import FP16_MAX, FP16_UNDERFLOW, WeightRange, WeightRanges
 
 F32 = ir.DataType.FLOAT
@@ -56,12 +58,12 @@ class Decision:
     """A rule's answer for one node. `clamped`: the weights a float16 node reads clamped to ±65504."""
 
     precision: Precision
-    rule: Rule
+    rule: Rule | CustomRule
     detail: str = ""
     clamped: tuple[tuple[ir.Value, WeightRange], ...] = ()
 
 
-def keep_fp32(rule: Rule, detail: str) -> Decision:
+def keep_fp32(rule: Rule | CustomRule, detail: str) -> Decision:
     return Decision(Precision.FP32, rule, detail)
 
 
@@ -290,6 +292,30 @@ def node_include_list(node: ir.Node, context: NodeContext) -> Decision | None:
     includes = context.model.node_includes
     if includes is not None and not includes.match(node.name or ""):
         return keep_fp32(Rule.NOT_IN_NODE_INCLUDE_LIST, "name does not match node_include_list")
+    return None
+
+
+# -- the user's own rules ---------------------------------------------------------------------------------------
+def user_rule(node: ir.Node, context: NodeContext) -> Decision | None:
+    """The user's rules (`extra_rules`, user_rules.py) in their order: the first reason keeps the node float32,
+    reported under that rule's name. A rule that fails or answers something else is a clear error naming it."""
+    for rule in context.model.options.extra_rules or ():
+        try:
+            reason = rule.decide(node, context)
+        except Float16Error:
+            raise
+        except Exception as exc:
+            raise Float16Error(
+                f"extra_rules: rule '{rule.name}' failed on node '{context.label}': {type(exc).__name__}: {exc}"
+            ) from exc
+        if reason is None:
+            continue
+        if not isinstance(reason, str) or not reason:
+            raise Float16Error(
+                f"extra_rules: rule '{rule.name}' answered {reason!r} for node '{context.label}': expected a reason "
+                "(a non-empty string) to keep it in float32, or None"
+            )
+        return keep_fp32(rule.name, reason)
     return None
 
 
@@ -523,6 +549,7 @@ IDLE_WHEN: dict[NodeRule, Callable[[ModelContext], bool]] = {
     op_block_list: lambda m: not m.op_blocks,
     op_include_list: lambda m: m.op_includes is None,
     node_include_list: lambda m: m.node_includes is None,
+    user_rule: lambda m: not m.options.extra_rules,
     search_forced: lambda m: not m.forced,
     no_cuda_float16_kernel: lambda m: m.options.provider != cuda_kernels.CUDA,
     deep_reduction: lambda m: m.options.max_reduction_elements is None,
@@ -547,6 +574,7 @@ RULES: tuple[NodeRule, ...] = (
     op_block_list,
     op_include_list,
     node_include_list,
+    user_rule,
     search_forced,
     no_fp16_kernel,
     float_tensor_attribute,

@@ -201,6 +201,17 @@ def test_no_fp16_in_schema():
     assert ask(rules.no_fp16_in_schema, _mul(), "mul") is None
 
 
+def test_user_rule():
+    def keep_mul(node, context):
+        return f"{context.label} kept" if node.op_type == "Mul" else None
+
+    options = ConversionOptions(extra_rules=[keep_mul])
+    decision = ask(rules.user_rule, _mul(), "mul", options)
+    assert decision.precision is Precision.FP32 and decision.rule.value == "keep_mul" and decision.detail == "mul kept"
+    assert ask(rules.user_rule, _mul(), "mul") is None
+    assert ask(rules.user_rule, _mul(op="Add", name="add"), "add", options) is None
+
+
 def _deep_ops() -> onnx.ModelProto:
     """One node per op the depth rule reads, each summing over a known number of elements, and two whose
     depth no static shape tells (the input of `sum_unknown` has no shape; `mm_dynamic` multiplies two inputs
@@ -377,6 +388,17 @@ def test_pass_params_cli_flags_and_report_cover_every_option():
     assert options.keep_io_types is True and options.clamp_weights is False
     report = convert_float16(_mul(), op_include_list=["Mul"]).report
     assert tuple(report.options) == OPTION_NAMES and report.options["op_include_list"] == ["Mul"]
+
+
+def test_readme_python_api_names_every_option():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme[readme.index("result = fp16.convert_float16(") :]
+    block = block[: block.index("```")]
+    missing = [name for name in OPTION_NAMES if not re.search(rf"\b{name}\b", block)]
+    assert not missing, f"README's convert_float16 example lacks {missing}"
 
 
 def test_options_are_frozen_and_hashable():
