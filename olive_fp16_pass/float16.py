@@ -119,6 +119,8 @@ def convert_float16(
     op_include_list: list[str] | None = None,
     node_include_list: list[str] | None = None,
     clamp_weights: bool = False,
+    max_reduction_elements: int | None = None,
+    extra_rules: list | None = None,
     provider: str | None = "CUDAExecutionProvider",
     load_check: bool = True,
     calibration_data: Iterable[Mapping[str, Any]] | None = None,
@@ -131,6 +133,9 @@ def convert_float16(
     `provider="CUDAExecutionProvider"`, no CUDA float16 kernel in onnxruntime), and the report says which rule
     and the value it measured. `provider` is the execution provider the model is meant for (None: no
     provider-specific rule). Node names in the node lists are exact names or regular expressions (full match).
+    `max_reduction_elements` (opt-in): reductions, MatMul, Gemm and Conv summing over more elements stay float32.
+    `extra_rules`: your own rules (functions or objects with `decide`, see user_rules.py); a reason they return
+    keeps the node float32, reported under the rule's name.
     The input model is never modified.
 
     `load_check`: open the result in onnxruntime with every graph optimization (CPU, and CUDA where it works)
@@ -151,6 +156,8 @@ def convert_float16(
         op_include_list=op_include_list,
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
+        max_reduction_elements=max_reduction_elements,
+        extra_rules=extra_rules,
         provider=provider,
     )
     if calibration_data is None:

@@ -545,6 +545,8 @@ def auto_mixed_precision(
     op_include_list: list[str] | None = None,
     node_include_list: list[str] | None = None,
     clamp_weights: bool = False,
+    max_reduction_elements: int | None = None,
+    extra_rules: list | None = None,
     holdout_fraction: float = 0.25,
     overflow_margin: float = 2.0,
     refine_budget: int = 64,
@@ -578,6 +580,8 @@ def auto_mixed_precision(
         op_include_list=op_include_list,
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
+        max_reduction_elements=max_reduction_elements,
+        extra_rules=extra_rules,
         provider=provider,
     )
     base_dir = None
