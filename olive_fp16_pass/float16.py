@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -22,7 +23,7 @@ from olive_fp16_pass.convert import apply_emulation, apply_plan
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.fusion_units import ir_units, keep_units_whole
 from olive_fp16_pass.graph_walk import GraphIndex
-from olive_fp16_pass.load_check import load_checked, unit_labels
+from olive_fp16_pass.load_check import SaveCheck, load_checked, unit_labels
 from olive_fp16_pass.model_io import LoadedModel, load, save_model
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin
@@ -45,6 +46,8 @@ class ConversionResult:
     fusion: dict = field(default_factory=dict, repr=False)
     runtime_problem: str | None = field(default=None, repr=False)
     inputs: tuple[Path, ...] = ()  # files the model was read from: save refuses to overwrite them
+    # The load check of an external-data result, which needs the written files: run by `save` (load_check.py).
+    save_check: SaveCheck | None = field(default=None, repr=False)
 
     @property
     def ir_model(self) -> ir.Model:
@@ -69,24 +72,42 @@ class ConversionResult:
     ) -> Path:
         """Write the model atomically; external data if asked, if the input had it, or if it needs it (>2 GB).
 
-        Writing over the input's own model or data file is refused unless `in_place=True`.
+        Writing over the input's own model or data file is refused unless `in_place=True`. A result with
+        external data is load-checked here, on the written files, before they are published (a repair then
+        updates `model` and `report`; an unloadable model raises Float16Error and writes nothing).
         """
         if external_data is None and self.external_data:
             external_data = True
-        return save_model(
-            self.ir_model,
-            path,
-            external_data=external_data,
-            external_data_name=external_data_name,
-            inputs=self.inputs,
-            in_place=in_place,
-        )
+
+        def write(result: ConversionResult, check) -> Path:
+            return save_model(
+                result.ir_model,
+                path,
+                external_data=external_data,
+                external_data_name=external_data_name,
+                inputs=result.inputs,
+                in_place=in_place,
+                check=check,
+            )
+
+        return write(self, None) if self.save_check is None else self.save_check.run(self, write)
+
+
+def _checked_model(model: ModelLike) -> ModelLike:
+    if isinstance(model, (onnx.ModelProto, str, os.PathLike)):
+        return model
+    raise Float16Error(f"model: expected an onnx.ModelProto or a path to an .onnx file, got {type(model).__name__}")
 
 
 def _load(model: ModelLike) -> LoadedModel:
-    if isinstance(model, (onnx.ModelProto, str, os.PathLike)):
-        return load(model)
-    raise Float16Error(f"model: expected an onnx.ModelProto or a path to an .onnx file, got {type(model).__name__}")
+    return load(_checked_model(model))
+
+
+def check_overflow_margin(value: Any) -> float:
+    """The margin is checked even without calibration data: a typo must not wait for the day data comes."""
+    from olive_fp16_pass.activation_stats import check_overflow_margin as check
+
+    return check(value)
 
 
 def convert_float16(
@@ -100,6 +121,8 @@ def convert_float16(
     clamp_weights: bool = False,
     provider: str | None = "CUDAExecutionProvider",
     load_check: bool = True,
+    calibration_data: Iterable[Mapping[str, Any]] | None = None,
+    overflow_margin: float = 2.0,
 ) -> ConversionResult:
     """Convert a float32 model to float16, keeping in float32 only the nodes that must stay there.
 
@@ -114,6 +137,12 @@ def convert_float16(
     and repair or refuse a model that would not load (see load_check.py). It costs one session per provider,
     several times the conversion itself on large graphs (5k nodes: ~0.5 s to convert, ~2.5 s for the session);
     turn it off only where something else loads the model right after.
+
+    `calibration_data`: an iterable of input feeds (dicts name -> array, like `auto_mixed_precision`'s data;
+    a generator is fine, each feed is read once and dropped, and feeds may differ in shape). The model is run
+    once in float32 over all of them and nodes that read or write a tensor beyond 65504 / `overflow_margin`, or
+    write one entirely subnormal in float16, stay float32 with the measured value as the reason (origin
+    `calibration`); no search, no accuracy validation (activation_stats.py).
     """
     options = ConversionOptions(
         keep_io_types=keep_io_types,
@@ -124,7 +153,21 @@ def convert_float16(
         clamp_weights=clamp_weights,
         provider=provider,
     )
-    return convert_with_options(model, options, load_check=load_check)
+    if calibration_data is None:
+        check_overflow_margin(overflow_margin)
+        return convert_with_options(model, options, load_check=load_check)
+    from olive_fp16_pass.activation_stats import calibrate
+
+    calibration = calibrate(_checked_model(model), calibration_data, overflow_margin=overflow_margin)
+    result = convert_with_options(model, options, forced=calibration.forced, load_check=load_check)
+    report = result.report
+    report.calibration = calibration.to_dict()
+    report.seconds += calibration.seconds
+    if calibration.stats.tensors and not calibration.forced:
+        report.notes.append(
+            f"calibration: no tensor left float16's range on {calibration.stats.feeds} calibration feeds"
+        )
+    return result
 
 
 def convert_with_options(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,11 +286,14 @@ def save_model(
     size_threshold: int = 1024,
     inputs: tuple[Path, ...] = (),
     in_place: bool = False,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save `model` to `path` atomically; external data when asked or when the model needs it (>~2 GB).
 
     `external_data=None` decides by size, so the default never fails on a large model. `inputs` are the
-    files the model was read from: overwriting one of them is refused unless `in_place`.
+    files the model was read from: overwriting one of them is refused unless `in_place`. `check(model file)`
+    runs on the complete files in the temporary folder before they are published: if it raises, nothing is
+    written (the load check of external-data results, load_check.SaveCheck).
     """
     path = Path(path)
     _check_output_path(path)
@@ -313,6 +316,8 @@ def save_model(
                 ir.save(model, tmp_model)
         except OSError as exc:
             raise OptionError(f"output path {path}: cannot write ({exc.strerror or exc})") from exc
+        if check is not None:
+            check(tmp_model)
     return path
 
 

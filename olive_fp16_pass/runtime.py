@@ -247,7 +247,8 @@ def run_session(session: ort.InferenceSession, feed: dict[str, np.ndarray], outp
     for arg in session.get_inputs():
         array = np.asarray(feed[arg.name])
         if arg.type == "tensor(float16)" and array.dtype != np.float16:
-            array = array.astype(np.float16)
+            with np.errstate(over="ignore"):  # a mask's -3.4e38 is -inf in float16, as a user's cast gives
+                array = array.astype(np.float16)
         elif arg.type == "tensor(float)" and array.dtype != np.float32:
             array = array.astype(np.float32)
         typed[arg.name] = array

@@ -166,8 +166,13 @@ class SwitchableEmulation:
     def _rounded(value: ir.Value, names: _Names, first_nodes: dict) -> ir.Value:
         """The float16-rounded copy of `value`: an initializer of its own for constants, else two Casts."""
         base = value.name or "tensor"
-        if value.is_initializer() and value.producer() is None and value.const_value is not None:
-            data = value.const_value.numpy()
+        constant = value.const_value if value.is_initializer() and value.producer() is None else None
+        if constant is None and value.producer() is not None and value.producer().op_type == "Constant":
+            # A Constant node's tensor is saturated like an initializer's when clamped (a masking sentinel):
+            # a Cast pair would make -3.4e38 -inf where the converted model holds -65504.
+            constant = classify_mod.constant_tensor(value)
+        if constant is not None:
+            data = constant.numpy()
             # A finite weight beyond ±65504 is float16 only when `clamp_weights` clamps it: emulate the clamp
             # (infinities stay infinities, as in the converted model).
             data = np.where(np.isfinite(data), np.clip(data, -FP16_MAX, FP16_MAX), data)

@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from olive_fp16_pass.load_check import SaveCheck
 from tests.helpers import init, make_model, run, vi
 from tests.test_olive_workflows import _olive
 
@@ -62,6 +63,9 @@ def test_olive_run_on_external_data_model_writes_a_loadable_output(tmp_path, sav
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in header.graph.initializer) == (
         save_as_external_data
     )
+    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    # the output was load-checked on its own files as they were written (load_check.SaveCheck)
+    assert SaveCheck.DONE in attributes["olive_fp16_report"]["notes"]
     converted = onnx.load(out)
     onnx.checker.check_model(converted, full_check=True)
     assert {t.name: t.data_type for t in converted.graph.initializer} == {
