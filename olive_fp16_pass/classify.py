@@ -154,7 +154,14 @@ def with_forced(base: ClassifyResult, forced: Mapping[str, ForcedDecision]) -> C
             old = decisions[node_id]
             decision = forced_decision(record)
             decisions[node_id] = NodeDecision(
-                old.node, old.op_type, old.domain, old.graph, decision.precision, decision.rule, decision.detail
+                old.node,
+                old.op_type,
+                old.domain,
+                old.graph,
+                decision.precision,
+                decision.rule,
+                decision.detail,
+                record.origin.value,
             )
             result.node_slots.pop(node_id, None)
             result.output_slots.pop(node_id, None)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -92,10 +93,21 @@ class ConversionResult:
         return write(self, None) if self.save_check is None else self.save_check.run(self, write)
 
 
-def _load(model: ModelLike) -> LoadedModel:
+def _checked_model(model: ModelLike) -> ModelLike:
     if isinstance(model, (onnx.ModelProto, str, os.PathLike)):
-        return load(model)
+        return model
     raise Float16Error(f"model: expected an onnx.ModelProto or a path to an .onnx file, got {type(model).__name__}")
+
+
+def _load(model: ModelLike) -> LoadedModel:
+    return load(_checked_model(model))
+
+
+def check_overflow_margin(value: Any) -> float:
+    """The margin is checked even without calibration data: a typo must not wait for the day data comes."""
+    from olive_fp16_pass.activation_stats import check_overflow_margin as check
+
+    return check(value)
 
 
 def convert_float16(
@@ -109,6 +121,8 @@ def convert_float16(
     clamp_weights: bool = False,
     provider: str | None = "CUDAExecutionProvider",
     load_check: bool = True,
+    calibration_data: Iterable[Mapping[str, Any]] | None = None,
+    overflow_margin: float = 2.0,
 ) -> ConversionResult:
     """Convert a float32 model to float16, keeping in float32 only the nodes that must stay there.
 
@@ -123,6 +137,12 @@ def convert_float16(
     and repair or refuse a model that would not load (see load_check.py). It costs one session per provider,
     several times the conversion itself on large graphs (5k nodes: ~0.5 s to convert, ~2.5 s for the session);
     turn it off only where something else loads the model right after.
+
+    `calibration_data`: an iterable of input feeds (dicts name -> array, like `auto_mixed_precision`'s data;
+    a generator is fine, each feed is read once and dropped, and feeds may differ in shape). The model is run
+    once in float32 over all of them and nodes that read or write a tensor beyond 65504 / `overflow_margin`, or
+    write one entirely subnormal in float16, stay float32 with the measured value as the reason (origin
+    `calibration`); no search, no accuracy validation (activation_stats.py).
     """
     options = ConversionOptions(
         keep_io_types=keep_io_types,
@@ -133,7 +153,21 @@ def convert_float16(
         clamp_weights=clamp_weights,
         provider=provider,
     )
-    return convert_with_options(model, options, load_check=load_check)
+    if calibration_data is None:
+        check_overflow_margin(overflow_margin)
+        return convert_with_options(model, options, load_check=load_check)
+    from olive_fp16_pass.activation_stats import calibrate
+
+    calibration = calibrate(_checked_model(model), calibration_data, overflow_margin=overflow_margin)
+    result = convert_with_options(model, options, forced=calibration.forced, load_check=load_check)
+    report = result.report
+    report.calibration = calibration.to_dict()
+    report.seconds += calibration.seconds
+    if calibration.stats.tensors and not calibration.forced:
+        report.notes.append(
+            f"calibration: no tensor left float16's range on {calibration.stats.feeds} calibration feeds"
+        )
+    return result
 
 
 def convert_with_options(

@@ -305,10 +305,10 @@ class _Large:
     dtype = None
 
 
-def _set_fp32(classified, node: ir.Node, rule: Rule, detail: str) -> None:
+def _set_fp32(classified, node: ir.Node, rule: Rule, detail: str, origin: str | None = None) -> None:
     decision = classified.plan.decisions[id(node)]
     classified.plan.decisions[id(node)] = NodeDecision(
-        decision.node, decision.op_type, decision.domain, decision.graph, Precision.FP32, rule, detail
+        decision.node, decision.op_type, decision.domain, decision.graph, Precision.FP32, rule, detail, origin
     )
     classified.node_slots.pop(id(node), None)
     classified.output_slots.pop(id(node), None)
@@ -361,7 +361,7 @@ def keep_units_whole(model: ir.Model, units: list[FusionUnit], classified, optio
                 for node in members:
                     if decisions[id(node)].precision is Precision.FP16:
                         detail = f"fused with '{cause.node}' (onnxruntime fuses this {unit.kind} into one kernel)"
-                        _set_fp32(classified, node, cause.rule, f"{detail}: {cause.detail}".rstrip(": "))
+                        _set_fp32(classified, node, cause.rule, f"{detail}: {cause.detail}".rstrip(": "), cause.origin)
                 notes.append(f"{unit.kind} unit at '{labels[id(members[0])]}' kept whole in float32")
                 changed = True
                 continue

@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
-from tqdm.auto import tqdm
 
-from olive_fp16_pass.classify import FP16_MAX, FP16_UNDERFLOW
+from olive_fp16_pass.activation_stats import range_decisions
 from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options
@@ -39,6 +38,7 @@ from olive_fp16_pass.fusion_units import fusion_units
 from olive_fp16_pass.model_io import has_external_data, load, load_model_file, set_base_dir
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
+from olive_fp16_pass.progress import progress_bar
 from olive_fp16_pass.runtime import (
     BIG_MODEL_BYTES,
     SessionFactory,
@@ -185,7 +185,7 @@ class _Search:
         self.tried = 0
         self.history: list[dict] = []
         self.refine_budget = refine_budget
-        self.bar = tqdm(desc="mixed precision search", unit="candidate", disable=not progress, leave=False)
+        self.bar = progress_bar("mixed precision search", "candidate", enabled=progress)  # plain lines without tqdm
 
     # -- building and validating candidates --------------------------------------------------------------
     def fresh_ir(self) -> ir.Model:
@@ -376,29 +376,9 @@ class _Search:
         return reference, holdout_reference, abs_max
 
     def range_rules(self, abs_max: dict[str, float], labels: list[str]) -> dict[str, ForcedDecision]:
-        limit = FP16_MAX / self.overflow_margin
-        forced: dict[str, ForcedDecision] = {}
-        for node, label in zip(self.proto.graph.node, labels, strict=True):
-            for name in [*node.input, *node.output]:
-                peak = abs_max.get(name)
-                if peak is None:
-                    continue
-                if peak > limit:
-                    forced[label] = ForcedDecision(
-                        Rule.ACTIVATION_OVERFLOW,
-                        f"tensor '{name}' reaches |{peak:.6g}| on validation data > {limit:g} "
-                        f"(float16 max {FP16_MAX:g} / margin {self.overflow_margin:g})",
-                        Origin.RANGE,
-                    )
-                    break
-                if 0 < peak < FP16_UNDERFLOW and name in node.output:
-                    forced[label] = ForcedDecision(
-                        Rule.ACTIVATION_UNDERFLOW,
-                        f"tensor '{name}' stays below {peak:.3g} on validation data: float16 would lose over 1% of it",
-                        Origin.RANGE,
-                    )
-                    break
-        return forced
+        """The activation-range rule (activation_stats.range_decisions, shared with calibrated Float16)."""
+        nodes = ((label, node.input, node.output) for node, label in zip(self.proto.graph.node, labels, strict=True))
+        return range_decisions(nodes, abs_max, self.overflow_margin)
 
     def rank(self, forced, labels: list[str]) -> tuple[list[str], list[set[str]]]:
         """Main-graph float16 nodes, most error-adding first, from one emulated run with every tensor exposed.

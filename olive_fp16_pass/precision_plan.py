@@ -49,11 +49,14 @@ class NodeDecision:
     precision: Precision
     rule: Rule
     detail: str = ""
+    origin: str | None = None  # for a node forced by a measurement: which stage (an `Origin` value)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["precision"] = self.precision.value
         data["rule"] = self.rule.value
+        if self.origin is None:
+            del data["origin"]
         return data
 
 
@@ -61,6 +64,7 @@ class Origin(str, Enum):
     """Which stage of the mixed-precision search forced a node into float32."""
 
     RANGE = "range"  # a tensor it reads or writes leaves float16's range on the validation data
+    CALIBRATION = "calibration"  # the same, measured by calibrated Float16 on its calibration data
     FUSED = "fused"  # moves with a node of its fusion unit that a range rule forced
     ACCURACY = "accuracy"  # the accuracy search's ranking (alone, or moving with its unit)
     FALLBACK = "fallback"  # no candidate met the criteria: every node in float32

@@ -14,7 +14,8 @@ The order, and why:
   kernels     ops onnxruntime cannot run with float16 inputs, float32 tensor attributes;
   schema      the op's schema has no float16 type for its float tensors;
   CUDA        for a model meant for the CUDA EP, no CUDA float16 kernel at the model's opset (its table);
-  ranges      a weight beyond float16's range (or clamped with `clamp_weights`), or entirely subnormal;
+  ranges      a weight beyond float16's range (or clamped with `clamp_weights`); a factor stored with over 1%
+              error (all subnormal), an addend (bias, epsilon) only when float16 turns all of it into 0;
   converted   everything else runs in float16.
 """
 
@@ -31,7 +32,13 @@ from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.name_match import NamePatterns
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Precision, Rule
-from olive_fp16_pass.weight_ranges import FP16_MAX, FP16_UNDERFLOW, WeightRange, WeightRanges
+from olive_fp16_pass.weight_ranges import (
+    FP16_MAX,
+    FP16_ROUNDS_TO_ZERO,
+    UNDERFLOW_REL_ERROR,
+    WeightRange,
+    WeightRanges,
+)
 
 F32 = ir.DataType.FLOAT
 
@@ -343,9 +350,45 @@ def no_cuda_float16_kernel(node: ir.Node, context: NodeContext) -> Decision | No
 
 
 # -- ranges -------------------------------------------------------------------------------------------------------
+# Input slots whose constant is ADDED (a bias, a shift, an epsilon), by (domain, op); None: every input. Float16
+# rounds a subnormal value by at most 2**-25, half its smallest step, which is never more than the rounding of
+# the float16 operand it is added to or of the float16 sum: an all-subnormal addend costs nothing that storing
+# the node's tensors in float16 does not cost already. Keeping such a node in float32 bought nothing but two
+# Casts: the folded BatchNorm biases of MobileNetV3/EfficientNet (~1e-8), the 1e-6 epsilon of every T5/Llama
+# RMSNorm, ViT's MLP biases (std 1e-6). A factor (Mul, MatMul, Conv weights, Div) is different: its relative
+# error becomes the product's, so it keeps the rule.
+ADDITIVE_SLOTS: dict[tuple[str, str], frozenset[int] | None] = {
+    ("", "Add"): None,
+    ("", "Sub"): None,
+    ("", "Sum"): None,
+    ("", "Conv"): frozenset({2}),
+    ("", "ConvTranspose"): frozenset({2}),
+    ("", "Gemm"): frozenset({2}),  # C, only while |beta| <= 1 (it scales C's error)
+    ("", "BatchNormalization"): frozenset({2, 3}),  # B, and mean (subtracted from X, scaled as X is)
+    ("", "LayerNormalization"): frozenset({2}),
+    ("", "InstanceNormalization"): frozenset({2}),
+    ("", "GroupNormalization"): frozenset({2}),
+}
+
+
+ELEMENTWISE_ADD = frozenset({"Add", "Sub", "Sum"})
+
+
+def is_additive_slot(node: ir.Node, domain: str, slot: int) -> bool:
+    """Whether input `slot` of `node` is only added (see ADDITIVE_SLOTS)."""
+    key = (domain, node.op_type)
+    if key not in ADDITIVE_SLOTS:
+        return False
+    slots = ADDITIVE_SLOTS[key]
+    if slots is not None and slot not in slots:
+        return False
+    return node.op_type != "Gemm" or abs(node.attributes.get_float("beta", 1.0)) <= 1.0
+
+
 def weight_range(node: ir.Node, context: NodeContext) -> Decision | None:
-    """A constant input beyond ±65504 keeps the node in float32 (or is clamped, with `clamp_weights`); one whose
-    every value is subnormal in float16 too. The first such input, in slot order, is the one reported."""
+    """A constant input beyond ±65504 keeps the node in float32 (or is clamped, with `clamp_weights`); so does a
+    factor that float16 stores with over 1% error (all subnormal), or an addend of which float16 keeps nothing
+    (every value rounds to 0). The first such input, in slot order, is the one reported."""
     ranges = context.model.ranges
     clamp = context.model.options.clamp_weights
     clamped: list[tuple[ir.Value, WeightRange]] = []
@@ -361,11 +404,20 @@ def weight_range(node: ir.Node, context: NodeContext) -> Decision | None:
                 )
             clamped.append((node.inputs[i], weight))
         elif weight.all_underflow:
-            return keep_fp32(
-                Rule.WEIGHT_UNDERFLOW,
-                f"weight '{weight.name}' has |value| at most {weight.abs_max:.3g} < {FP16_UNDERFLOW:.3g}: "
-                "float16 would lose over 1% of every value (subnormal or 0)",
-            )
+            if not is_additive_slot(node, context.domain, i):
+                return keep_fp32(
+                    Rule.WEIGHT_UNDERFLOW,
+                    f"weight '{weight.name}' has |value| at most {weight.abs_max:.3g}, all subnormal in float16, "
+                    f"which stores it with {weight.fp16_rel_error:.1%} error (> {UNDERFLOW_REL_ERROR:.0%})",
+                )
+            if weight.vanishes and node.op_type in ELEMENTWISE_ADD:
+                # an epsilon that becomes 0 no longer guards the Sqrt/Div after it: kept, as before, and said
+                # (a bias that vanishes is harmless: a bias guards nothing)
+                return keep_fp32(
+                    Rule.WEIGHT_UNDERFLOW,
+                    f"weight '{weight.name}' (|value| at most {weight.abs_max:.3g} < {FP16_ROUNDS_TO_ZERO:.3g}) "
+                    "is added but becomes 0 in float16",
+                )
     if clamped:
         names = ", ".join(f"'{w.name}' (|max| {w.abs_max:.6g})" for _, w in clamped)
         return Decision(Precision.FP16, Rule.WEIGHT_CLAMPED, f"clamped to ±{FP16_MAX:g}: {names}", tuple(clamped))

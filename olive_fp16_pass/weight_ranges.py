@@ -19,6 +19,11 @@ FP16_MAX = 65504.0
 # float32 for nothing (bench/amp_speed.py, enc300: 14 needless float32 nodes).
 FP16_MIN_NORMAL = 2.0**-14
 FP16_UNDERFLOW = 2.0**-25 / 0.01
+# Half the smallest subnormal step: values below it become 0 in float16.
+FP16_ROUNDS_TO_ZERO = 2.0**-25
+# The rounding error (relative, in norm) beyond which a tensor is said to underflow: float16 stores normal
+# values within 2**-11 (0.05%); 1% is twenty times that.
+UNDERFLOW_REL_ERROR = 0.01
 
 
 @dataclass
@@ -29,6 +34,10 @@ class WeightRange:
     abs_max: float
     overflows: bool
     all_underflow: bool
+    # measured only for tensors below FP16_UNDERFLOW (else 0): ||fp16(w) - w|| / ||w||, and whether every
+    # value of the tensor becomes 0 in float16
+    fp16_rel_error: float = 0.0
+    vanishes: bool = False
 
 
 class WeightRanges:
@@ -71,12 +80,28 @@ def _measure(value: ir.Value) -> WeightRange | None:
         return WeightRange(value.name or "", 0.0, False, False)
     abs_max = float(np.max(np.abs(array)))
     finite_max = abs_max if np.isfinite(abs_max) else float(np.max(np.abs(array[np.isfinite(array)]), initial=0.0))
+    rel_error = 0.0
+    if 0.0 < abs_max < FP16_UNDERFLOW:
+        # the error float16 really makes, not a bound: a value on float16's subnormal grid (2**-20) is exact
+        exact = array.astype(np.float64)
+        rel_error = float(np.linalg.norm(exact.astype(np.float16).astype(np.float64) - exact) / np.linalg.norm(exact))
     return WeightRange(
         name=value.name or "",
         abs_max=abs_max,
         overflows=finite_max > FP16_MAX,
-        all_underflow=0.0 < abs_max < FP16_UNDERFLOW,
+        all_underflow=rel_error > UNDERFLOW_REL_ERROR,
+        fp16_rel_error=rel_error,
+        vanishes=0.0 < abs_max < FP16_ROUNDS_TO_ZERO,
     )
 
 
-__all__ = ["FP16_MAX", "FP16_MIN_NORMAL", "FP16_UNDERFLOW", "WeightRange", "WeightRanges", "constant_tensor"]
+__all__ = [
+    "FP16_MAX",
+    "FP16_MIN_NORMAL",
+    "FP16_ROUNDS_TO_ZERO",
+    "FP16_UNDERFLOW",
+    "UNDERFLOW_REL_ERROR",
+    "WeightRange",
+    "WeightRanges",
+    "constant_tensor",
+]

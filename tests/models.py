@@ -96,3 +96,18 @@ def small_transformer(seed: int = 0) -> onnx.ModelProto:
     from bench.transformer_model import build_encoder
 
     return build_encoder(layers=2, hidden=32, heads=4, ffn=64, seq=16, seed=seed)
+
+
+def matmul_activation_overflow(width: int = 64, out: int = 8) -> onnx.ModelProto:
+    """MatMul whose weights are in float16's range (16) but whose output reaches 16 * width * |x|: 1e5 for
+    x = 100 (width 64); a Div brings it back, a Relu follows. Dynamic batch and rows."""
+    return make_model(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+            helper.make_node("Div", ["h", "k"], ["s"], name="scale"),
+            helper.make_node("Relu", ["s"], ["y"], name="relu"),
+        ],
+        [vi("x", TensorProto.FLOAT, ["batch", "rows", width])],
+        [vi("y", TensorProto.FLOAT, ["batch", "rows", out])],
+        [init("W", np.full((width, out), 16.0, np.float32)), init("k", np.float32(1e4))],
+    )

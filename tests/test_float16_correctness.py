@@ -417,6 +417,48 @@ def test_weight_underflow_stays_float32():
     assert np.all(out != 0)
 
 
+def test_tiny_biases_and_epsilons_convert_and_stay_accurate():
+    """Issue 10 (lean): a MobileNetV3-like Conv whose folded BatchNorm bias is ~1e-8 and a T5-like RMSNorm with
+    its 1e-6 epsilon were kept float32 (weight_underflow, 2 Casts each) although float16 rounds an addend by at
+    most 2**-25; they now convert, with no Cast, and match float32 under float16-storage emulation."""
+    from olive_fp16_pass.emulation import emulate_float16_storage
+
+    gen = np.random.default_rng(3)
+    bias = (gen.standard_normal(8) * 2e-8).astype(np.float32)  # |b| <= ~5e-8, most values subnormal or 0
+    model = make_model(
+        [
+            helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node("HardSwish", ["c"], ["h"], name="hswish"),
+            helper.make_node("Pow", ["h", "two"], ["sq"], name="pow"),
+            helper.make_node("ReduceMean", ["sq", "axes"], ["ms"], name="mean", keepdims=1),
+            helper.make_node("Add", ["ms", "eps"], ["mse"], name="add_eps"),
+            helper.make_node("Sqrt", ["mse"], ["rms"], name="sqrt"),
+            helper.make_node("Div", ["h", "rms"], ["n"], name="div"),
+            helper.make_node("Mul", ["n", "gamma"], ["y"], name="scale"),
+        ],
+        [vi("x", F, [1, 4, 6, 6])],
+        [vi("y", F, [1, 8, 6, 6])],
+        [
+            init("W", w(8, 4, 3, 3)),
+            init("B", bias),
+            init("two", np.array(2.0, np.float32)),
+            init("axes", np.array([1], np.int64)),
+            init("eps", np.array(1e-6, np.float32)),
+            init("gamma", np.full([1, 8, 1, 1], 0.7, np.float32)),
+        ],
+        opset=18,
+    )
+    result = fp16.convert_float16(model, keep_io_types=False)
+    assert not result.report.fp32_nodes, [(d.node, d.rule.value, d.detail) for d in result.report.fp32_nodes]
+    assert count_ops(result.model, "Cast") == 0
+    feeds = {"x": gen.uniform(-1, 1, (1, 4, 6, 6)).astype(np.float32)}
+    expected = run(model, feeds)[0]
+    emulated = run(emulate_float16_storage(result.model), feeds)[0]
+    np.testing.assert_allclose(emulated, expected, rtol=1e-2, atol=1e-2)
+    cosine = float(np.dot(emulated.ravel(), expected.ravel()) / np.linalg.norm(emulated) / np.linalg.norm(expected))
+    assert cosine > 0.9999
+
+
 def test_constant_nodes_and_constant_of_shape():
     model = make_model(
         [

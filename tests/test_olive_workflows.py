@@ -199,3 +199,60 @@ def test_olive_run_auto_mixed_precision_with_data_config(tmp_path):
     assert search["backend"]["mode"] == "emulation"  # CPU target: never plain CPU-EP runs of an fp16 graph
     x = np.random.default_rng(5).standard_normal((2, 16)).astype(np.float32)
     np.testing.assert_allclose(run(out, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-2, atol=1e-3)
+
+
+CALIBRATION_DATA = """
+import numpy as np
+from olive.data.registry import Registry
+
+
+class _Rows:
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):  # the 5th sample drives the MatMul output to 16 * 64 * 100 = 102400
+        return {"x": np.full((2, 64), 100.0 if i == 4 else 1.0, np.float32)}, 0
+
+
+@Registry.register_dataset()
+def calibration_rows(data_dir=None, **kwargs):
+    return _Rows()
+"""
+
+
+def test_olive_run_float16_with_calibration_data_config(tmp_path):
+    """Calibrated Float16 through `olive run`: OnnxFloat16 with a data_config keeps the activation-overflow
+    MatMul (and the Div reading its output) in float32; without one, it converts everything."""
+    from tests.models import matmul_activation_overflow
+
+    model = matmul_activation_overflow()
+    onnx.save(model, tmp_path / "model.onnx")
+    (tmp_path / "user_data.py").write_text(CALIBRATION_DATA)
+    config = {
+        "input_model": {"type": "ONNXModel", "model_path": str(tmp_path / "model.onnx")},
+        "data_configs": [
+            {
+                "name": "calib",
+                "user_script": str(tmp_path / "user_data.py"),
+                "load_dataset_config": {"type": "calibration_rows"},
+                "dataloader_config": {"batch_size": 2},
+            }
+        ],
+        "passes": {"fp16": {"type": "OnnxFloat16", "data_config": "calib", "overflow_margin": 2.0}},
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        "log_severity_level": 1,
+    }
+    (tmp_path / "workflow.json").write_text(json.dumps(config))
+    proc = _olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = onnx.load(tmp_path / "out" / "model.onnx")
+    onnx.checker.check_model(out, full_check=True)
+    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    report = attributes["olive_fp16_report"]
+    kept = {d["node"]: d for d in report["fp32_nodes"]}
+    assert set(kept) == {"mm", "scale"}
+    assert all(d["rule"] == "activation_overflow" and d["origin"] == "calibration" for d in kept.values())
+    assert "reaches |102400| on calibration data" in kept["mm"]["detail"]
+    assert report["calibration"]["samples"] == 3  # 6 samples in batches of 2: every batch measured
+    assert "search" not in report

@@ -211,6 +211,38 @@ def test_weight_range():
     assert [w.name for _, w in clamped.clamped] == ["w"]
 
 
+def _biased(op: str, bias: float, **attrs) -> onnx.ModelProto:
+    """`op` with a constant bias of `bias` everywhere in its additive slot (Conv B, Gemm C, BatchNorm B)."""
+    shapes = {"Conv": ([1, 2, 3, 3], [2, 2, 1, 1], [1, 2, 3, 3]), "Gemm": ([2, 2], [2, 2], [2, 2])}
+    x, weight, y = shapes[op]
+    return make_model(
+        [helper.make_node(op, ["x", "w", "b"], ["y"], name="node", **attrs)],
+        [vi("x", TensorProto.FLOAT, x)],
+        [vi("y", TensorProto.FLOAT, y)],
+        [init("w", np.full(weight, 0.5, np.float32)), init("b", np.full([2], bias, np.float32))],
+    )
+
+
+def test_weight_range_underflow_only_for_factors():
+    """Issue 10 (lean): an all-subnormal ADDEND (bias, epsilon) is rounded by at most 2**-25, within the
+    rounding of the float16 sum: converted. A factor keeps the rule, with the error float16 really makes."""
+    tiny = 4.5e-8  # MobileNetV3's folded BatchNorm biases: all below 2**-24, most not 0 in float16
+    assert ask(rules.weight_range, _mul(1e-6, op="Add", name="add"), "add") is None  # T5/Llama RMSNorm eps
+    assert ask(rules.weight_range, _mul(1e-6, op="Sub", name="sub"), "sub") is None
+    assert ask(rules.weight_range, _biased("Conv", tiny), "node") is None
+    assert ask(rules.weight_range, _biased("Gemm", tiny), "node") is None
+    # C scaled by beta > 1 is no longer a plain addend; the Conv WEIGHT slot is a factor
+    assert ask(rules.weight_range, _biased("Gemm", tiny, beta=4.0), "node").rule is Rule.WEIGHT_UNDERFLOW
+    factor = ask(rules.weight_range, _mul(1e-6), "mul")
+    assert factor.rule is Rule.WEIGHT_UNDERFLOW and "1.3% error" in factor.detail  # 1e-6 -> 1.0133e-6
+    # on float16's subnormal grid, a factor is exact: nothing is lost, nothing to keep
+    assert ask(rules.weight_range, _mul(2.0**-20), "mul") is None
+    # an epsilon that becomes 0 in float16 guards nothing any more: still kept, and said
+    vanished = ask(rules.weight_range, _mul(1e-8, op="Add", name="add"), "add")
+    assert vanished.rule is Rule.WEIGHT_UNDERFLOW and "becomes 0" in vanished.detail
+    assert ask(rules.weight_range, _biased("Conv", 1e-8), "node") is None  # a vanished bias guards nothing
+
+
 def test_converted_is_last_and_always_answers():
     assert rules.RULES[-1] is rules.converted
     decision = ask(rules.converted, _mul(), "mul")

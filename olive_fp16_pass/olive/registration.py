@@ -27,6 +27,7 @@ OUR_PASSES: dict[str, dict[str, Any]] = {
         "supported_precisions": ["fp16"],
         "supported_algorithms": [],
         "supported_quantization_encodings": [],
+        "dataset": "dataset_optional",  # calibrated Float16 with a data_config
     },
     "OnnxAutoMixedPrecision": {
         "module_path": "olive_fp16_pass.olive.mixed_precision_pass.OnnxAutoMixedPrecision",
