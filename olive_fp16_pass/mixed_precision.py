@@ -39,6 +39,7 @@ from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options
 from olive_fp16_pass.fusion_units import fusion_units
+from olive_fp16_pass.graph_edit import expose_outputs as _expose  # shared with localize.py
 from olive_fp16_pass.model_io import has_external_data, load, load_model_file, set_base_dir
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
@@ -149,17 +150,6 @@ def estimate_bytes(proto: onnx.ModelProto, base_dir: Path | None) -> int:
         else:
             total += len(tensor.raw_data)
     return total
-
-
-def _expose(proto: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(proto)
-    present = {o.name for o in exposed.graph.output}
-    for name in names:
-        if name not in present:
-            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
-            present.add(name)
-    return exposed
 
 
 class _Search:

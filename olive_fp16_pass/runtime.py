@@ -50,7 +50,7 @@ class ValidationBackend:
         return {"requested": self.requested, "mode": self.mode, "provider": self.provider, "reason": self.reason}
 
 
-def _probe_model() -> bytes:
+def probe_model() -> bytes:
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [4])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [4])
     graph = onnx.helper.make_graph([onnx.helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [y])
@@ -76,7 +76,7 @@ def provider_status(provider: str) -> tuple[bool, str]:
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 4
-        session = ort.InferenceSession(_probe_model(), options, providers=[provider])
+        session = ort.InferenceSession(probe_model(), options, providers=[provider])
         session.run(None, {"x": np.ones(4, np.float16)})
     except Exception as exc:
         return False, f"{provider} failed to run a probe model ({type(exc).__name__}: {str(exc)[:300]})"

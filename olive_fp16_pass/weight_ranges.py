@@ -60,7 +60,11 @@ class WeightRanges:
 
 
 def constant_tensor(value: ir.Value) -> ir.TensorProtocol | None:
-    """The tensor behind an initializer or a Constant node's output; None for computed values."""
+    """The tensor behind an initializer or a Constant node's output; None for computed values.
+
+    Not `ir.convenience.get_const_tensor`: it renames a Constant's `value` tensor to the output's name in
+    place (onnx-ir 1.1), which would change the written model where we only read it.
+    """
     if value.const_value is not None and (value.is_initializer() or value.producer() is None):
         return value.const_value
     producer = value.producer()
