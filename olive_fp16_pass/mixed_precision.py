@@ -34,10 +34,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from olive_fp16_pass.activation_stats import range_decisions
+from olive_fp16_pass.activation_stats import range_decisions, sentinel_notes
 from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
-from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options
+from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options, mark_sentinels
 from olive_fp16_pass.fusion_units import fusion_units
 from olive_fp16_pass.graph_edit import expose_outputs as _expose  # shared with localize.py
 from olive_fp16_pass.model_io import has_external_data, load, load_model_file, set_base_dir
@@ -411,17 +411,9 @@ class _Search:
 
     def note_sentinels(self, report) -> list[dict]:
         """Float16 nodes that read or write a sentinel tensor say so in the report (rule mask_sentinel)."""
-        notes: dict[str, str] = {}
-        for node, label in zip(self.proto.graph.node, self.labels, strict=True):
-            for name in [*node.output, *node.input]:
-                sentinel = self.sentinels.get(name)
-                if sentinel is not None and label not in notes:
-                    sign = math.copysign(1.0, sentinel.value)
-                    becomes = f"{sign * FP16_MAX:g} or {sign * math.inf}"
-                    notes[label] = sentinel.detail(f"tensor '{name}' on validation data", becomes)
-        for decision in report.decisions:
-            if decision.precision is Precision.FP16 and decision.rule is Rule.CONVERTED and decision.node in notes:
-                decision.rule, decision.detail = Rule.MASK_SENTINEL, notes[decision.node]
+        graph_nodes = zip(self.proto.graph.node, self.labels, strict=True)
+        edges = ((label, node.input, node.output) for node, label in graph_nodes)
+        mark_sentinels(report, sentinel_notes(edges, self.sentinels, "on validation data"))
         return [{"tensor": n, "value": s.value, "feeds": s.feeds} for n, s in self.sentinels.items()]
 
     def rank(self, forced, labels: list[str]) -> tuple[list[str], list[set[str]]]:
