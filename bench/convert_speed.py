@@ -78,13 +78,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _converter(tool: str, details: dict[str, Any]) -> Callable[[Any, list[str] | None], Any]:
-    """Import one converter (outside the timed region) and return a call that yields an `onnx.ModelProto`."""
+def _converter(tool: str, details: dict[str, Any], settings: dict[str, Any]) -> Callable[[Any, list[str] | None], Any]:
+    """Import one converter (outside the timed region) and return a call that yields an `onnx.ModelProto`.
+
+    `settings`: {"load_check": bool, "writer": "auto" | "ir"} for our converter (see --no-load-check, --writer).
+    """
     if tool == "ours":
         if str(REPO_ROOT) not in sys.path:
             sys.path.insert(0, str(REPO_ROOT))
+        import onnx_ir as ir
+
         import olive_fp16_pass
         from olive_fp16_pass import convert_float16
+        from olive_fp16_pass.float16 import convert_with_options
+        from olive_fp16_pass.options import ConversionOptions
 
         details["version"] = getattr(olive_fp16_pass, "__version__", "?")
         details["source_sha"] = source_digest()
@@ -93,7 +100,14 @@ def _converter(tool: str, details: dict[str, Any]) -> Callable[[Any, list[str] |
             # Entries are full-match regexes: escape them so a name is only ever itself.
             patterns = [re.escape(name) for name in names] if names is not None else None
             start = time.perf_counter()
-            result = convert_float16(model, keep_io_types=False, node_block_list=patterns)
+            if settings["writer"] == "ir":  # an onnx-ir model takes the onnx-ir writer; deserializing it is timed
+                options = ConversionOptions(keep_io_types=False, node_block_list=patterns)
+                model = ir.serde.deserialize_model(model)
+                result = convert_with_options(model, options, load_check=settings["load_check"])
+            else:
+                result = convert_float16(
+                    model, keep_io_types=False, node_block_list=patterns, load_check=settings["load_check"]
+                )
             middle = time.perf_counter()
             proto = result.model  # serialized lazily from onnx-ir: part of the cost of getting a ModelProto
             details["convert_s"] = middle - start
@@ -149,14 +163,21 @@ def _ort_check(original: Any, converted: Any) -> dict[str, Any]:
 
 
 def worker(
-    tool: str, model_path: str, names_path: str, result_path: str, timeout: float, repeat: int, check_max_nodes: int
+    tool: str,
+    model_path: str,
+    names_path: str,
+    result_path: str,
+    timeout: float,
+    repeat: int,
+    check_max_nodes: int,
+    ours: dict[str, Any],
 ) -> int:
     """Child entry point: every outcome, including an import error or a timeout, ends in the JSON result file."""
     result: dict[str, Any] = {"tool": tool, "status": "error", "details": {}}
     try:
         import onnx
 
-        convert = _converter(tool, result["details"])
+        convert = _converter(tool, result["details"], ours)
         names = json.loads(Path(names_path).read_text()) if names_path else None
         original = onnx.load(model_path)
         result["input_nodes"] = len(original.graph.node)
@@ -241,6 +262,7 @@ def run_child(
     repeat: int,
     check_max_nodes: int,
     workdir: Path,
+    ours: dict[str, Any],
 ) -> dict[str, Any]:
     """Run one conversion in a fresh interpreter; kill it if it outlives its timeout plus load/validation slack."""
     result_path = workdir / f"result-{tool}-{os.getpid()}-{time.monotonic_ns()}.json"
@@ -256,6 +278,7 @@ def run_child(
         str(timeout),
         str(repeat),
         str(check_max_nodes),
+        json.dumps(ours),
     ]
     start = time.perf_counter()
     with open(log_path, "w") as log:
@@ -423,6 +446,7 @@ def save(
             "seed": args.seed,
             "tools": {t: TOOL_LABELS[t] for t in args.tools},
             "cases": args.cases,
+            "ours": ours_settings(args),
         },
         "machine": env,
         "table": {"header": header, "rows": rows},
@@ -441,7 +465,10 @@ def save(
         f"Versions: {versions}  ",
         f"Timeout {args.timeout:g} s per run; best of {args.repeat}; each run in its own process; the time covers "
         "the conversion call only (ours: `convert_float16(...).model`, ort: `OnnxModel(...)` + "
-        "`convert_float_to_float16(use_symbolic_shape_infer=False)`), not loading the model.",
+        "`convert_float_to_float16(use_symbolic_shape_infer=False)`), not loading the model.  ",
+        f"Ours: load check {'on' if not args.no_load_check else 'off'} (`load_check`), writer {args.writer} "
+        "(auto: a ModelProto input goes through the protobuf writer; ir: the input deserialized to onnx-ir inside "
+        "the timer, through the onnx-ir writer).",
         "",
         "Synthetic transformer-like graph (`bench/synthetic.py`, 16 nodes per block, 16x16 weights); "
         "`half` blocks every other float node (`node_block_list`), the worst case for Cast insertion. "
@@ -454,6 +481,10 @@ def save(
     if notes:
         md += ["", "Problems:", "", *(f"- {line}" for line in notes)]
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+
+
+def ours_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"load_check": not args.no_load_check, "writer": args.writer}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -475,6 +506,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=5000,
         help="also run outputs in onnxruntime against fp32 up to this many nodes",
+    )
+    parser.add_argument(
+        "--no-load-check",
+        action="store_true",
+        help="ours: convert_float16(load_check=False), as every figure recorded before 2026-12-01 (the load check, "
+        "on by default since, opens one onnxruntime session per result)",
+    )
+    parser.add_argument(
+        "--writer",
+        choices=("auto", "ir"),
+        default="auto",
+        help="ours: auto (default) = the library's choice, the protobuf writer for this ModelProto input; "
+        "ir = give it the model as onnx-ir (deserialized inside the timer), which takes the onnx-ir writer",
     )
     parser.add_argument(
         "--out",
@@ -525,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.repeat,
                         args.check_max_nodes,
                         workdir,
+                        ours_settings(args),
                     )
                     run = Run(
                         size=size,
@@ -562,6 +607,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        tool_, model_, names_, result_, timeout_, repeat_, check_ = sys.argv[2:9]
-        sys.exit(worker(tool_, model_, names_, result_, float(timeout_), int(repeat_), int(check_)))
+        tool_, model_, names_, result_, timeout_, repeat_, check_, ours_ = sys.argv[2:10]
+        sys.exit(worker(tool_, model_, names_, result_, float(timeout_), int(repeat_), int(check_), json.loads(ours_)))
     sys.exit(main())

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,10 +102,12 @@ def range_decisions(
     *,
     data: str = "validation data",
     origin: Origin = Origin.RANGE,
+    is_sentinel: Callable[[str], bool] | None = None,
 ) -> dict[str, ForcedDecision]:
     """The activation-range rule: label -> float32 decision for each node, given as (label, input names,
     output names), that reads or writes a tensor beyond 65504 / `overflow_margin`, or writes one entirely
-    subnormal in float16. The mixed-precision search and calibrated Float16 both decide with it."""
+    subnormal in float16. The mixed-precision search and calibrated Float16 both decide with it. A tensor for
+    which `is_sentinel` is true holds masking sentinels (sentinels.py), not an overflow."""
     limit = FP16_MAX / overflow_margin
     forced: dict[str, ForcedDecision] = {}
     for label, inputs, outputs in nodes:
@@ -113,7 +115,7 @@ def range_decisions(
             peak = abs_max.get(name)
             if peak is None:
                 continue
-            if peak > limit:
+            if peak > limit and not (is_sentinel is not None and is_sentinel(name)):
                 forced[label] = ForcedDecision(
                     Rule.ACTIVATION_OVERFLOW,
                     f"tensor '{name}' reaches |{peak:.6g}| on {data} > {limit:g} "

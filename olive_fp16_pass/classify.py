@@ -20,7 +20,7 @@ import onnx_ir as ir
 from olive_fp16_pass.element_types import ElementTypes
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import ForcedDecision, NodeDecision, Precision, PrecisionPlan
+from olive_fp16_pass.precision_plan import CustomRule, ForcedDecision, NodeDecision, Precision, PrecisionPlan
 from olive_fp16_pass.rules import (
     RULES,
     Decision,
@@ -39,6 +39,9 @@ from olive_fp16_pass.weight_ranges import (  # re-exported: the converter and th
     WeightRanges,
     constant_tensor,
 )
+
+# The origin a node kept by one of the user's own rules (extra_rules) has in the report.
+USER_RULE_ORIGIN = "extra_rules"
 
 # Nodes whose output precision follows their consumers instead of being decided by a rule.
 FREE_OPS = frozenset({"Cast", "Constant", "ConstantOfShape"})
@@ -104,7 +107,14 @@ def classify_base(
         context.note_ranges(node, node_context)
         key = id(node)
         decisions[key] = NodeDecision(
-            labels[key], node.op_type, node.domain, graph_label, decision.precision, decision.rule, decision.detail
+            labels[key],
+            node.op_type,
+            node.domain,
+            graph_label,
+            decision.precision,
+            decision.rule,
+            decision.detail,
+            USER_RULE_ORIGIN if isinstance(decision.rule, CustomRule) else None,
         )
         result.positions[key] = position
         result.node_ids.setdefault(labels[key], []).append(key)

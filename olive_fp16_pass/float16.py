@@ -18,14 +18,16 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
-from olive_fp16_pass import cuda_kernels, element_types, emit_proto
-from olive_fp16_pass.convert import apply_emulation, apply_plan
+from olive_fp16_pass import cuda_kernels, element_types
+from olive_fp16_pass.convert import apply_emulation, write_ir
+from olive_fp16_pass.emit_proto import write_proto
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.fusion_units import ir_units, keep_units_whole
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.load_check import SaveCheck, load_checked, unit_labels
 from olive_fp16_pass.model_io import LoadedModel, load, save_model
 from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.precision_edits import plan_edits
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin
 from olive_fp16_pass.report import ConversionReport
 
@@ -119,6 +121,8 @@ def convert_float16(
     op_include_list: list[str] | None = None,
     node_include_list: list[str] | None = None,
     clamp_weights: bool = False,
+    max_reduction_elements: int | None = None,
+    extra_rules: list | None = None,
     provider: str | None = "CUDAExecutionProvider",
     load_check: bool = True,
     calibration_data: Iterable[Mapping[str, Any]] | None = None,
@@ -131,6 +135,9 @@ def convert_float16(
     `provider="CUDAExecutionProvider"`, no CUDA float16 kernel in onnxruntime), and the report says which rule
     and the value it measured. `provider` is the execution provider the model is meant for (None: no
     provider-specific rule). Node names in the node lists are exact names or regular expressions (full match).
+    `max_reduction_elements` (opt-in): reductions, MatMul, Gemm and Conv summing over more elements stay float32.
+    `extra_rules`: your own rules (functions or objects with `decide`, see user_rules.py); a reason they return
+    keeps the node float32, reported under the rule's name.
     The input model is never modified.
 
     `load_check`: open the result in onnxruntime with every graph optimization (CPU, and CUDA where it works)
@@ -151,6 +158,8 @@ def convert_float16(
         op_include_list=op_include_list,
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
+        max_reduction_elements=max_reduction_elements,
+        extra_rules=extra_rules,
         provider=provider,
     )
     if calibration_data is None:
@@ -211,6 +220,8 @@ def convert_with_options(
             gc.enable()
 
 
+# ~85 lines, on purpose: the pipeline read top to bottom (load, types, rules, fusion units, edits, report); the
+# report reads nearly every step's result, so pieces of it would pass them all around.
 def _convert(
     model: ModelLike | ir.Model,
     options: ConversionOptions,
@@ -241,11 +252,15 @@ def _convert(
         fusion_notes = keep_units_whole(ir_model, units, classified, options, index.labels)
     fusion_table = unit_labels(units, index.labels)  # read before the graph is edited
     converted_proto = None
-    if source_proto is not None:
-        converted_proto, stats = emit_proto.emit(source_proto, ir_model, index, types, classified, options)
+    if emulate:
+        stats = apply_emulation(ir_model, index, types, classified, options)
     else:
-        apply = apply_emulation if emulate else apply_plan
-        stats = apply(ir_model, index, types, classified, options)
+        edits = plan_edits(ir_model, index, types, classified, options)  # decided once, written by one writer:
+        if source_proto is not None:
+            converted_proto = write_proto(source_proto, ir_model, index, edits)  # protobuf: a ModelProto input
+        else:
+            write_ir(ir_model, index, edits)  # onnx-ir: paths, external data, the search's candidates
+        stats = edits.stats()
 
     if stats.casts_inserted and _add_default_opset(ir_model, converted_proto):
         added_note = f"added an opset import for the default domain (version {CAST_OPSET}) for the inserted Casts"

@@ -4,14 +4,18 @@ Compared with onnxconverter-common's `auto_convert_mixed_precision`, which bisec
 (about 2k·log2(N/k) conversions and sessions for k sensitive nodes) and validates on the CPU execution
 provider (which hides float16 overflow), this search:
 1. runs the float32 model once with every tensor exposed: per-tensor ranges, and the reference outputs;
-2. keeps in float32, with their measured value as the reason, nodes that read or write a tensor beyond
-   float16's range (with a safety margin) or one that is entirely subnormal in float16;
-3. validates that candidate once; a model that is fine in float16 stops here;
+2. validates full float16 first (the static rules only, masking sentinels converted: sentinels.py); a model
+   that is fine in float16 stops here, after one validation;
+3. otherwise keeps in float32, with their measured value as the reason, nodes that read or write a tensor
+   beyond float16's range (with a safety margin; masking sentinels excepted) or one that is entirely
+   subnormal in float16, and validates that candidate once;
 4. otherwise runs the float16 candidate once (emulated) with every tensor exposed and ranks the remaining
    nodes by the error each one adds (its output error minus its inputs' error);
 5. finds the shortest prefix of that ranking that passes (exponential then binary search, whole fusion
    units at a time), then tries to give back to float16 the prefix nodes that were not needed;
 6. checks the result on held-out data that the search never saw.
+Whatever the stages pick, the result never keeps more nodes in float32 than a candidate already seen to
+pass (and load).
 Candidates are validated on the target execution provider when it really works here, else with float16
 storage emulated on the CPU; never with the CPU provider running a float16 graph. A candidate that fails to
 load or run counts as a failed candidate; the search goes on.
@@ -35,6 +39,7 @@ from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options
 from olive_fp16_pass.fusion_units import fusion_units
+from olive_fp16_pass.graph_edit import expose_outputs as _expose  # shared with localize.py
 from olive_fp16_pass.model_io import has_external_data, load, load_model_file, set_base_dir
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
@@ -46,7 +51,9 @@ from olive_fp16_pass.runtime import (
     choose_backend,
     run_session,
 )
+from olive_fp16_pass.sentinels import Sentinel, ValueStats, activation_sentinel
 from olive_fp16_pass.switchable import SwitchableEmulation, release_external
+from olive_fp16_pass.weight_ranges import FP16_MAX
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +88,14 @@ class Candidate:
     passed: bool
     failures: list[str]
     errors: dict[str, OutputError] | None
+    nodes_fp32: int | None = None  # nodes (subgraphs included) the candidate runs in float32, static rules included
+    loads: bool | None = None  # the real model loads with ORT's optimizations on (None: not checked yet)
 
 
-def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """Labels of main-graph nodes in order, exactly as the converter names them (subgraph nodes counted), and
-    the float32 outputs of main-graph nodes (from the converter's own type propagation)."""
+def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir.Value]]:
+    """Labels of main-graph nodes in order, exactly as the converter names them (subgraph nodes counted), the
+    float32 outputs of main-graph nodes (from the converter's own type propagation), and those outputs as
+    onnx-ir values (their uses tell a masking sentinel from an overflow, sentinels.py)."""
     from olive_fp16_pass import element_types
     from olive_fp16_pass.graph_walk import GraphIndex
 
@@ -93,8 +103,8 @@ def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str]]:
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
     labels = [index.labels[id(node)] for node in ir_model.graph]
-    floats = [v.name for node in ir_model.graph for v in node.outputs if v.name and types.is_float32(v)]
-    return labels, floats
+    values = {v.name: v for node in ir_model.graph for v in node.outputs if v.name and types.is_float32(v)}
+    return labels, list(values), values
 
 
 def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -> None:
@@ -142,17 +152,6 @@ def estimate_bytes(proto: onnx.ModelProto, base_dir: Path | None) -> int:
     return total
 
 
-def _expose(proto: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(proto)
-    present = {o.name for o in exposed.graph.output}
-    for name in names:
-        if name not in present:
-            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
-            present.add(name)
-    return exposed
-
-
 class _Search:
     def __init__(
         self,
@@ -181,9 +180,12 @@ class _Search:
         self.overflow_margin = overflow_margin
         self.sessions = SessionFactory(backend, base_dir, self.big)
         self.output_names = [o.name for o in proto.graph.output]
-        self.labels, self.float_names = _analyze(proto)
+        self.labels, self.float_names, self.values = _analyze(proto)
+        self.value_stats: dict[str, ValueStats] = {}  # tensors beyond the range limit: are they sentinels?
+        self.sentinels: dict[str, Sentinel] = {}  # tensor name -> its masking sentinel (not an overflow)
         self.tried = 0
         self.history: list[dict] = []
+        self.passing: list[Candidate] = []  # every candidate that met the criteria on the validation feeds
         self.refine_budget = refine_budget
         self.bar = progress_bar("mixed precision search", "candidate", enabled=progress)  # plain lines without tqdm
 
@@ -266,13 +268,17 @@ class _Search:
         self.tried += 1
         self.bar.update(1)
         start = time.perf_counter()
+        nodes_fp32 = None
         try:
             if self.backend.emulated:
-                runs, _ = self.run_switch(forced, feeds, self.output_names)
+                runs, classified = self.run_switch(forced, feeds, self.output_names)
+                decisions = classified.plan.decisions.values()
                 outputs = [[_as_float32(o) for o in run] for run in runs]
             else:
-                model = self.build(forced, emulate=False).ir_model
-                outputs = self.outputs(model, feeds, emulation=False)
+                built = self.build(forced, emulate=False)
+                decisions = built.report.decisions
+                outputs = self.outputs(built.ir_model, feeds, emulation=False)
+            nodes_fp32 = sum(d.precision is Precision.FP32 for d in decisions)
             errors = compare_outputs(self.output_names, reference, outputs, self.criteria)
             failures = self.criteria.check(errors)
             if not failures and self.backend.emulated and load_check:
@@ -281,11 +287,14 @@ class _Search:
             raise
         except Exception as exc:  # a candidate ORT cannot load or run: rejected, the search goes on
             errors, failures = None, [f"candidate failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"]
-        candidate = Candidate(dict(forced), not failures, failures, errors)
+        candidate = Candidate(dict(forced), not failures, failures, errors, nodes_fp32)
+        if candidate.passed and feeds is self.feeds:
+            self.passing.append(candidate)
         self.history.append(
             {
                 "stage": stage,
                 "nodes_fp32_forced": len(forced),
+                "nodes_fp32": nodes_fp32,
                 "passed": candidate.passed,
                 "failures": failures[:5],
                 "seconds": round(time.perf_counter() - start, 3),
@@ -346,6 +355,7 @@ class _Search:
                 f"opset {opset}: {first}; the search needs onnxruntime sessions"
             ) from exc
         all_names = [o.name for o in session.get_outputs()]
+        limit = FP16_MAX / self.overflow_margin
         abs_max: dict[str, float] = {}
         reference = []
         self.reference_tensors: list[dict[str, np.ndarray]] = []
@@ -360,6 +370,10 @@ class _Search:
                 if array.size and np.issubdtype(array.dtype, np.floating):
                     finite = array[np.isfinite(array)]
                     peak = float(np.abs(finite).max()) if finite.size else 0.0
+                    if peak > limit or name in self.value_stats:
+                        # earlier samples, all within the limit, count as in-range values
+                        stats = self.value_stats.setdefault(name, ValueStats(in_range_max=abs_max.get(name, 0.0)))
+                        stats.update(finite, limit)
                     abs_max[name] = max(abs_max.get(name, 0.0), peak)
         holdout_reference = [
             [np.asarray(v) for v in run_session(session, feed, self.output_names)] for feed in self.holdout
@@ -376,9 +390,39 @@ class _Search:
         return reference, holdout_reference, abs_max
 
     def range_rules(self, abs_max: dict[str, float], labels: list[str]) -> dict[str, ForcedDecision]:
-        """The activation-range rule (activation_stats.range_decisions, shared with calibrated Float16)."""
+        """The activation-range rule (activation_stats.range_decisions, shared with calibrated Float16); a tensor
+        whose out-of-range values are masking sentinels (sentinels.py) is not an overflow."""
         nodes = ((label, node.input, node.output) for node, label in zip(self.proto.graph.node, labels, strict=True))
-        return range_decisions(nodes, abs_max, self.overflow_margin)
+        return range_decisions(
+            nodes, abs_max, self.overflow_margin, is_sentinel=lambda name: self.sentinel_of(name) is not None
+        )
+
+    def sentinel_of(self, name: str) -> Sentinel | None:
+        """The masking sentinel a tensor beyond the limit holds (recorded for the report), or None: an overflow."""
+        stats = self.value_stats.get(name)
+        if stats is None or name not in self.values:
+            return None
+        if name not in self.sentinels:
+            sentinel = activation_sentinel(self.values[name], stats)
+            if sentinel is None:
+                return None
+            self.sentinels[name] = sentinel
+        return self.sentinels[name]
+
+    def note_sentinels(self, report) -> list[dict]:
+        """Float16 nodes that read or write a sentinel tensor say so in the report (rule mask_sentinel)."""
+        notes: dict[str, str] = {}
+        for node, label in zip(self.proto.graph.node, self.labels, strict=True):
+            for name in [*node.output, *node.input]:
+                sentinel = self.sentinels.get(name)
+                if sentinel is not None and label not in notes:
+                    sign = math.copysign(1.0, sentinel.value)
+                    becomes = f"{sign * FP16_MAX:g} or {sign * math.inf}"
+                    notes[label] = sentinel.detail(f"tensor '{name}' on validation data", becomes)
+        for decision in report.decisions:
+            if decision.precision is Precision.FP16 and decision.rule is Rule.CONVERTED and decision.node in notes:
+                decision.rule, decision.detail = Rule.MASK_SENTINEL, notes[decision.node]
+        return [{"tensor": n, "value": s.value, "feeds": s.feeds} for n, s in self.sentinels.items()]
 
     def rank(self, forced, labels: list[str]) -> tuple[list[str], list[set[str]]]:
         """Main-graph float16 nodes, most error-adding first, from one emulated run with every tensor exposed.
@@ -491,6 +535,8 @@ def auto_mixed_precision(
     op_include_list: list[str] | None = None,
     node_include_list: list[str] | None = None,
     clamp_weights: bool = False,
+    max_reduction_elements: int | None = None,
+    extra_rules: list | None = None,
     holdout_fraction: float = 0.25,
     overflow_margin: float = 2.0,
     refine_budget: int = 64,
@@ -524,6 +570,8 @@ def auto_mixed_precision(
         op_include_list=op_include_list,
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
+        max_reduction_elements=max_reduction_elements,
+        extra_rules=extra_rules,
         provider=provider,
     )
     base_dir = None
@@ -579,6 +627,7 @@ def auto_mixed_precision(
         )
     report = result.report
     report.notes.extend(notes)
+    sentinels = search.note_sentinels(report)
     if holdout and holdout_failures and final.passed:
         report.warnings.append(
             "criteria met on validation data but not on held-out data: " + "; ".join(holdout_failures[:3])
@@ -602,6 +651,8 @@ def auto_mixed_precision(
         "validation_errors": {k: v.to_dict() for k, v in (final.errors or {}).items()},
         "holdout_errors": {k: v.to_dict() for k, v in (holdout_errors or {}).items()},
         "failures": final.failures,
+        # tensors beyond float16's range on validation data whose values only mask (sentinels.py)
+        "sentinels": sentinels,
         "history": search.history,
     }
     report.seconds = time.perf_counter() - start
@@ -609,6 +660,32 @@ def auto_mixed_precision(
 
 
 def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
+    """The search's stages, then the guarantee: never more float32 than a passing candidate already seen."""
+    chosen, notes = _stages(search)
+    better = sorted(
+        (c for c in search.passing if c.loads is not False and _fewer_fp32(c, chosen)), key=lambda c: c.nodes_fp32
+    )
+    for candidate in better:
+        if search.backend.emulated and candidate.loads is None:
+            problems = search.load_check(candidate.forced, search.feeds[:1])
+            candidate.loads = not problems
+            search.history.append({"stage": "load check (seen earlier)", "passed": not problems, "failures": problems})
+        if candidate.loads is not False:
+            notes.append(
+                f"a candidate seen earlier met the criteria with {candidate.nodes_fp32} float32 nodes, fewer than the "
+                f"{chosen.nodes_fp32} of the search's pick: returned it"
+            )
+            return candidate, notes
+    return chosen, notes
+
+
+def _fewer_fp32(candidate: Candidate, chosen: Candidate) -> bool:
+    if candidate.nodes_fp32 is None:
+        return False
+    return not chosen.passed or chosen.nodes_fp32 is None or candidate.nodes_fp32 < chosen.nodes_fp32
+
+
+def _stages(search: _Search) -> tuple[Candidate, list[str]]:
     notes: list[str] = []
     labels = search.labels
     reference, search.holdout_reference, abs_max = search.reference_and_ranges()
@@ -626,12 +703,21 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
                 member, ForcedDecision(record.rule, f"fused with '{label}': {record.detail}", Origin.FUSED, label)
             )
 
-    first = search.validate(rules, search.feeds, reference, "range rules", load_check=False)
-    if first.passed:
-        chosen = _loadable(search, first, reference)
+    # Most aggressive first: every node float16 but for the static rules (sentinels handled). A model fine in
+    # float16 stops after this one validation, whatever its measured ranges say.
+    full = search.validate({}, search.feeds, reference, "full float16", load_check=False)
+    if full.passed:
+        chosen = _loadable(search, full, reference)
         if chosen is not None:
-            notes.append("the candidate after range rules met the criteria at its first validation")
+            notes.append("full float16 (static rules only) met the criteria at its first validation")
             return chosen, notes
+    if rules:
+        first = search.validate(rules, search.feeds, reference, "range rules", load_check=False)
+        if first.passed:
+            chosen = _loadable(search, first, reference)
+            if chosen is not None:
+                notes.append("the candidate after range rules met the criteria at its first validation")
+                return chosen, notes
 
     ranked, cancellation = search.rank(rules, labels)
     rank_of = {label: i for i, label in enumerate(ranked)}
@@ -718,6 +804,7 @@ def _loadable(search: _Search, candidate: Candidate, reference) -> Candidate | N
         return refined
     for option in [refined] if refined is candidate else [refined, candidate]:
         problems = search.load_check(option.forced, search.feeds[:1])
+        option.loads = not problems
         stage = "load check" + ("" if option is refined else " (unrefined)")
         search.history.append({"stage": stage, "passed": not problems, "failures": problems[:3]})
         if not problems:

@@ -26,6 +26,7 @@ class Rule(str, Enum):
     WEIGHT_OVERFLOW = "weight_overflow"
     WEIGHT_UNDERFLOW = "weight_underflow"
     WEIGHT_CLAMPED = "weight_clamped"
+    MASK_SENTINEL = "mask_sentinel"  # float16 although a tensor is beyond ±65504: its values only mask (sentinels.py)
     RANGE_PROPAGATED = "range_propagated"
     NO_FP16_IN_SCHEMA = "no_fp16_in_schema"
     NO_FP16_KERNEL = "no_fp16_kernel_in_onnxruntime"
@@ -38,6 +39,18 @@ class Rule(str, Enum):
     ACTIVATION_OVERFLOW = "activation_overflow"
     ACTIVATION_UNDERFLOW = "activation_underflow"
     ACCURACY = "accuracy"
+    DEEP_REDUCTION = "deep_reduction"  # opt-in: accumulates over more than max_reduction_elements
+
+
+class CustomRule(str):
+    """The name of a user-supplied rule (user_rules.py): a plain string that reads like a `Rule` (`.value`), so
+    the report treats the user's reasons exactly like ours."""
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        return str(self)
 
 
 @dataclass
@@ -47,7 +60,7 @@ class NodeDecision:
     domain: str
     graph: str
     precision: Precision
-    rule: Rule
+    rule: Rule | CustomRule
     detail: str = ""
     origin: str | None = None  # for a node forced by a measurement: which stage (an `Origin` value)
 

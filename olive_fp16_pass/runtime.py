@@ -50,7 +50,7 @@ class ValidationBackend:
         return {"requested": self.requested, "mode": self.mode, "provider": self.provider, "reason": self.reason}
 
 
-def _probe_model() -> bytes:
+def probe_model() -> bytes:
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [4])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [4])
     graph = onnx.helper.make_graph([onnx.helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [y])
@@ -76,7 +76,7 @@ def provider_status(provider: str) -> tuple[bool, str]:
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 4
-        session = ort.InferenceSession(_probe_model(), options, providers=[provider])
+        session = ort.InferenceSession(probe_model(), options, providers=[provider])
         session.run(None, {"x": np.ones(4, np.float16)})
     except Exception as exc:
         return False, f"{provider} failed to run a probe model ({type(exc).__name__}: {str(exc)[:300]})"
@@ -247,7 +247,8 @@ def run_session(session: ort.InferenceSession, feed: dict[str, np.ndarray], outp
     for arg in session.get_inputs():
         array = np.asarray(feed[arg.name])
         if arg.type == "tensor(float16)" and array.dtype != np.float16:
-            array = array.astype(np.float16)
+            with np.errstate(over="ignore"):  # a mask's -3.4e38 is -inf in float16, as a user's cast gives
+                array = array.astype(np.float16)
         elif arg.type == "tensor(float)" and array.dtype != np.float32:
             array = array.astype(np.float32)
         typed[arg.name] = array

@@ -5,7 +5,7 @@ float32 model in which every (tensor, consumer) edge reads `Where(gate[e], round
 gates fed as boolean inputs: validating a candidate is then a run with other gate values, not a new
 conversion plus a new session. That is what makes the search ~10x cheaper in sessions than bisection
 (bench/amp_speed.py). The gates of a candidate come from the very same plan/assignment code that converts the
-final model (`convert.assign_precisions`), so the emulation cannot drift from the conversion.
+final model (`precision_edits.assign_precisions`), so the emulation cannot drift from the conversion.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import onnx_ir as ir
 from olive_fp16_pass import classify as classify_mod
 from olive_fp16_pass import element_types
 from olive_fp16_pass.classify import FP16_MAX
-from olive_fp16_pass.convert import F16, F32, _Names, assign_precisions, insert_rounding
+from olive_fp16_pass.graph_edit import F16, F32, FreshNames, Placement, insert_rounding
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.precision_edits import assign_precisions
 from olive_fp16_pass.precision_plan import ForcedDecision
 
 GATES = "olive_fp16_gates"
@@ -55,7 +56,7 @@ def release_external(model: ir.Model) -> None:
                     value.const_value.release()
 
 
-def _cast_pair(value: ir.Value, names: _Names) -> list[ir.Node]:
+def _cast_pair(value: ir.Value, names: FreshNames) -> list[ir.Node]:
     """Cast(float16) -> Cast(float) of `value`, not yet placed in a graph."""
     base = value.name or "tensor"
     half = ir.Value(name=names.fresh(f"{base}_f16"), type=ir.TensorType(F16), shape=value.shape)
@@ -88,11 +89,11 @@ class SwitchableEmulation:
         index = GraphIndex(model)
         types = element_types.infer(model, index)
         paths = self._graph_paths(index, model)
-        names = _Names(index)
+        names = FreshNames(index)
         main = model.graph
         gate_inputs: list[ir.Value] = []
         self.edge_index: dict[tuple, int] = {}
-        first_nodes = {id(g): next(iter(g), None) for g in index.graphs}
+        placement = Placement(index.graphs)
         output_slots: dict[int, list[tuple[ir.Graph, int]]] = {}
         for graph in index.graphs:
             for i, value in enumerate(graph.outputs):
@@ -116,7 +117,7 @@ class SwitchableEmulation:
             if not uses:
                 continue
             at_use = round_at_use and value.producer() is None and value.const_value is not None
-            rounded = None if at_use else self._rounded(value, names, first_nodes)
+            rounded = None if at_use else self._rounded(value, names, placement)
             for kind, owner, i in uses:
                 key = _edge_key(kind, owner, i, index.labels, paths)
                 position = self.edge_index.setdefault(key, len(self.edge_index))
@@ -163,11 +164,16 @@ class SwitchableEmulation:
         return paths
 
     @staticmethod
-    def _rounded(value: ir.Value, names: _Names, first_nodes: dict) -> ir.Value:
+    def _rounded(value: ir.Value, names: FreshNames, placement: Placement) -> ir.Value:
         """The float16-rounded copy of `value`: an initializer of its own for constants, else two Casts."""
         base = value.name or "tensor"
-        if value.is_initializer() and value.producer() is None and value.const_value is not None:
-            data = value.const_value.numpy()
+        constant = value.const_value if value.is_initializer() and value.producer() is None else None
+        if constant is None and value.producer() is not None and value.producer().op_type == "Constant":
+            # A Constant node's tensor is saturated like an initializer's when clamped (a masking sentinel):
+            # a Cast pair would make -3.4e38 -inf where the converted model holds -65504.
+            constant = classify_mod.constant_tensor(value)
+        if constant is not None:
+            data = constant.numpy()
             # A finite weight beyond ±65504 is float16 only when `clamp_weights` clamps it: emulate the clamp
             # (infinities stay infinities, as in the converted model).
             data = np.where(np.isfinite(data), np.clip(data, -FP16_MAX, FP16_MAX), data)
@@ -178,7 +184,7 @@ class SwitchableEmulation:
             )
             value.graph.register_initializer(rounded)
             return rounded
-        return insert_rounding(value, names, first_nodes)
+        return insert_rounding(value, names, placement)
 
     def _classify(
         self, options: ConversionOptions, forced: Mapping[str, ForcedDecision]

@@ -7,9 +7,13 @@ candidates ask about it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
+
+if TYPE_CHECKING:
+    from olive_fp16_pass.sentinels import Sentinel
 
 FP16_MAX = 65504.0
 # Below 2**-14 float16 values are subnormal, with a fixed step of 2**-24, so the rounding error of a value v is
@@ -38,6 +42,8 @@ class WeightRange:
     # value of the tensor becomes 0 in float16
     fp16_rel_error: float = 0.0
     vanishes: bool = False
+    # Set when the values beyond ±65504 are masking sentinels (sentinels.py): float16 holds them as ±65504.
+    sentinel: Sentinel | None = None
 
 
 class WeightRanges:
@@ -54,7 +60,11 @@ class WeightRanges:
 
 
 def constant_tensor(value: ir.Value) -> ir.TensorProtocol | None:
-    """The tensor behind an initializer or a Constant node's output; None for computed values."""
+    """The tensor behind an initializer or a Constant node's output; None for computed values.
+
+    Not `ir.convenience.get_const_tensor`: it renames a Constant's `value` tensor to the output's name in
+    place (onnx-ir 1.1), which would change the written model where we only read it.
+    """
     if value.const_value is not None and (value.is_initializer() or value.producer() is None):
         return value.const_value
     producer = value.producer()
@@ -85,13 +95,20 @@ def _measure(value: ir.Value) -> WeightRange | None:
         # the error float16 really makes, not a bound: a value on float16's subnormal grid (2**-20) is exact
         exact = array.astype(np.float64)
         rel_error = float(np.linalg.norm(exact.astype(np.float16).astype(np.float64) - exact) / np.linalg.norm(exact))
+    overflows = finite_max > FP16_MAX
+    sentinel = None
+    if overflows:
+        from olive_fp16_pass.sentinels import constant_sentinel  # it reads FP16_MAX from here
+
+        sentinel = constant_sentinel(value, array)
     return WeightRange(
         name=value.name or "",
         abs_max=abs_max,
-        overflows=finite_max > FP16_MAX,
+        overflows=overflows,
         all_underflow=rel_error > UNDERFLOW_REL_ERROR,
         fp16_rel_error=rel_error,
         vanishes=0.0 < abs_max < FP16_ROUNDS_TO_ZERO,
+        sentinel=sentinel,
     )
 
 

@@ -113,6 +113,105 @@ def matmul_activation_overflow(width: int = 64, out: int = 8) -> onnx.ModelProto
     )
 
 
+FLOAT32_LOWEST = float(np.finfo(np.float32).min)  # torch.finfo(torch.float32).min: what exporters mask with
+
+
+def causal_mask(seq: int, *, masked_row: int | None = None) -> np.ndarray:
+    """0 on and below the diagonal, float32's lowest above it (row `masked_row` masked everywhere)."""
+    mask = np.triu(np.full((seq, seq), FLOAT32_LOWEST, np.float32), k=1)
+    if masked_row is not None:
+        mask[masked_row] = FLOAT32_LOWEST
+    return mask
+
+
+def attention_block(
+    seq: int = 8,
+    width: int = 16,
+    *,
+    mask: str = "constant",
+    masked_row: int | None = None,
+    overflow: bool = False,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """A GPT-2-like attention block: Q/K/V MatMuls, QK^T, scale, Add of a causal mask holding -3.4e38, Softmax,
+    MatMul V, output MatMul. `mask="input"`: the additive mask is the graph input `mask` [seq, seq] instead of
+    a constant. `overflow`: an MLP after it whose MatMul reaches ~1e5 (a true activation overflow) feeds an
+    Add of a bias, then a Mul scales it back to ~1."""
+    rng = np.random.default_rng(seed)
+
+    def weight(name: str, scale: float = 1.0) -> onnx.TensorProto:
+        return init(name, (rng.standard_normal((width, width)) * scale / np.sqrt(width)).astype(np.float32))
+
+    inits = [weight("Wq"), weight("Wk"), weight("Wv"), weight("Wo"), init("scale", np.float32(1 / np.sqrt(width)))]
+    inputs = [vi("x", TensorProto.FLOAT, [1, seq, width])]
+    if mask == "constant":
+        inits.append(init("causal_mask", causal_mask(seq, masked_row=masked_row)))
+        mask_name = "causal_mask"
+    else:
+        inputs.append(vi("mask", TensorProto.FLOAT, [seq, seq]))
+        mask_name = "mask"
+    nodes = [
+        helper.make_node("MatMul", ["x", "Wq"], ["q"], name="q_proj"),
+        helper.make_node("MatMul", ["x", "Wk"], ["k"], name="k_proj"),
+        helper.make_node("MatMul", ["x", "Wv"], ["v"], name="v_proj"),
+        helper.make_node("Transpose", ["k"], ["kT"], perm=[0, 2, 1], name="k_t"),
+        helper.make_node("MatMul", ["q", "kT"], ["scores"], name="qk"),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"], name="qk_scale"),
+        helper.make_node("Add", ["scaled", mask_name], ["masked"], name="mask_add"),
+        helper.make_node("Softmax", ["masked"], ["probs"], axis=-1, name="softmax"),
+        helper.make_node("MatMul", ["probs", "v"], ["context"], name="pv"),
+        helper.make_node("MatMul", ["context", "Wo"], ["attn_out"], name="o_proj"),
+    ]
+    out = "attn_out"
+    if overflow:
+        inits += [
+            init("W_big", rng.choice(np.float32([-3e4, 3e4]), (width, width))),  # within float16's range
+            init("b_big", np.full(width, 10.0, np.float32)),
+            init("k_down", np.float32(1e-5)),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [out, "W_big"], ["big"], name="mlp_big"),
+            helper.make_node("Add", ["big", "b_big"], ["big_b"], name="mlp_bias"),
+            helper.make_node("Mul", ["big_b", "k_down"], ["y"], name="mlp_down"),
+        ]
+    else:
+        nodes.append(helper.make_node("Identity", [out], ["y"], name="out"))
+    return make_model(nodes, inputs, [vi("y", TensorProto.FLOAT, [1, seq, width])], inits)
+
+
+def attention_feeds(
+    n: int = 8, seq: int = 8, width: int = 16, *, mask: bool = False, masked_row: int | None = None, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """Feeds for `attention_block`; with `mask`, the causal mask as the `mask` input."""
+    rng = np.random.default_rng(seed)
+    data = []
+    for _ in range(n):
+        feed = {"x": rng.standard_normal((1, seq, width)).astype(np.float32)}
+        if mask:
+            feed["mask"] = causal_mask(seq, masked_row=masked_row)
+        data.append(feed)
+    return data
+
+
+def near_limit_model(data: list[dict[str, np.ndarray]], peak: float = 45000.0) -> onnx.ModelProto:
+    """x * s / s, with s chosen so that the product peaks at `peak` on `data`: beyond the search's range limit
+    (65504 / margin 2) but within float16's range, so full float16 is accurate on that data."""
+    scale = peak / max(float(np.abs(feed["x"]).max()) for feed in data)
+    nodes = [
+        helper.make_node("Mul", ["x", "up"], ["h"], name="scale_up"),
+        helper.make_node("Tanh", ["x"], ["t"], name="tanh"),
+        helper.make_node("Mul", ["h", "down"], ["d"], name="scale_down"),
+        helper.make_node("Add", ["d", "t"], ["y"], name="add"),
+    ]
+    width = data[0]["x"].shape[-1]
+    return make_model(
+        nodes,
+        [vi("x", TensorProto.FLOAT, ["b", width])],
+        [vi("y", TensorProto.FLOAT, ["b", width])],
+        [init("up", np.float32(scale)), init("down", np.float32(1 / scale))],
+    )
+
+
 # -- ORT's other graph fusions (tests/test_fusion_straddle.py) ----------------------------------------------------
 # Each is a small model of one pattern that onnxruntime rewrites at ORT_ENABLE_ALL on the CPU EP (QuickGelu /
 # SiLU, BiasSoftmax's Add + Softmax, SkipLayerNorm and EmbedLayerNorm around a LayerNormalization op,

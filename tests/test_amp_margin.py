@@ -22,7 +22,7 @@ def test_margin_tightens_acceptance_and_report_says_how_close():
     # Only half the tolerance under emulation: full float16 (error/limit = 0.67) is no longer accepted.
     safe = fp16.auto_mixed_precision(model, data, max_abs=limit, emulation_margin=0.5, progress=False)
     search = safe.report.search
-    assert search["history"][0]["stage"] == "range rules" and not search["history"][0]["passed"]
+    assert search["history"][0]["stage"] == "full float16" and not search["history"][0]["passed"]
     assert search["criteria_applied"]["max_abs"] == pytest.approx(limit * 0.5)
     assert search["emulation_margin"] == 0.5
 

@@ -49,7 +49,7 @@ def test_model_fine_in_fp16_is_fully_fp16_after_one_validation():
     result = fp16.auto_mixed_precision(model, feeds((4, 32), n=8), rtol=1e-2, atol=1e-2, progress=False)
     assert result.report.fp32_nodes == []
     stages = [h["stage"] for h in result.report.search["history"]]
-    assert stages == ["range rules", "load check", "holdout"]
+    assert stages == ["full float16", "load check", "holdout"]
     assert result.report.search["candidates_tried"] == 2  # one validation + the held-out check
     assert result.report.search["sessions_created"] <= 3  # reference run, gated emulation, real-model load check
 

@@ -1,0 +1,95 @@
+"""README promises of the command line that no other test shows: node names are full matches, `--strict` exits 3,
+and what `olive auto-opt` / `olive optimize` do about float16 (read from the installed Olive's sources)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from olive_fp16_pass.runtime import provider_status
+from tests.helpers import init, make_model, vi
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+CUDA_USABLE = provider_status("CUDAExecutionProvider")[0]
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "olive_fp16_pass.cli", *map(str, args)],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _two_convs(path: Path) -> Path:
+    """Nodes `/enc/conv_1` and `/dec/conv_2` (the README's example names)."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="/enc/conv_1", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["a", "w2"], ["y"], name="/dec/conv_2", pads=[1, 1, 1, 1]),
+    ]
+    weights = [init(f"w{k}", rng.standard_normal((3, 3, 3, 3)).astype(np.float32) * 0.2) for k in (1, 2)]
+    model = make_model(nodes, [vi("x", shape=[1, 3, 8, 8])], [vi("y", shape=[1, 3, 8, 8])], weights)
+    onnx.save(model, path)
+    return path
+
+
+def _fp32_nodes(report: Path) -> set[str]:
+    data = json.loads(report.read_text())
+    return {d["node"] for d in data["fp32_nodes"]}
+
+
+def test_node_names_must_match_the_whole_name(tmp_path):
+    model = _two_convs(tmp_path / "m.onnx")
+    report = tmp_path / "r.json"
+    partial = cli("convert", model, "-o", tmp_path / "a.onnx", "--node-block-list", "conv", "--report", report)
+    assert partial.returncode == 0, partial.stderr
+    assert _fp32_nodes(report) == set()  # `conv` does not match /enc/conv_1 ...
+    assert "conv" in json.dumps(
+        json.loads(report.read_text())["warnings"]
+    )  # ... and the report says it matched nothing
+    whole = cli("convert", model, "-o", tmp_path / "b.onnx", "--node-block-list", ".*conv.*", "--report", report)
+    assert whole.returncode == 0, whole.stderr
+    assert _fp32_nodes(report) == {"/enc/conv_1", "/dec/conv_2"}
+    only = cli("convert", model, "-o", tmp_path / "c.onnx", "--node-include-list", "/dec/.*", "--report", report)
+    assert only.returncode == 0, only.stderr
+    assert _fp32_nodes(report) == {"/enc/conv_1"}  # only /dec/conv_2 goes to float16
+
+
+@pytest.mark.skipif(CUDA_USABLE, reason="CUDA runs here: --strict has nothing to refuse")
+@pytest.mark.parametrize("command", ["amp", "compare"])
+def test_strict_exits_3_when_the_provider_cannot_run(tmp_path, command):
+    model = _two_convs(tmp_path / "m.onnx")
+    feeds = tmp_path / "feeds.npz"
+    np.savez(feeds, x=np.random.default_rng(0).uniform(0, 1, (4, 1, 3, 8, 8)).astype(np.float32))
+    target = ["-o", tmp_path / "out.onnx"] if command == "amp" else [model]
+    proc = cli(command, model, *target, "--data", feeds, "--strict", "--max-abs", "0.1")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "CUDAExecutionProvider" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_auto_opt_and_optimize_choose_olives_passes_not_ours():
+    """README: `olive auto-opt` uses OrtTransformersOptimization with float16, `olive optimize` uses
+    OnnxFloatToFloat16, and neither names our passes (their pass lists come from Olive's own names)."""
+    olive = pytest.importorskip("olive")
+    cli_dir = Path(olive.__file__).parent / "cli"
+    auto_opt = (cli_dir / "auto_opt.py").read_text()
+    optimize = (cli_dir / "optimize.py").read_text()
+    assert '("transformer_optimizer", "float16")' in auto_opt and '"OrtTransformersOptimization"' in auto_opt
+    assert '{"type": "OnnxFloatToFloat16"}' in optimize
+    for source in (auto_opt, optimize):
+        assert "OnnxFloat16" not in source.replace("OnnxFloatToFloat16", "")
+        assert "OnnxAutoMixedPrecision" not in source and "olive_fp16" not in source
