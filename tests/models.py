@@ -210,3 +210,192 @@ def near_limit_model(data: list[dict[str, np.ndarray]], peak: float = 45000.0) -
         [vi("y", TensorProto.FLOAT, ["b", width])],
         [init("up", np.float32(scale)), init("down", np.float32(1 / scale))],
     )
+
+
+# -- ORT's other graph fusions (tests/test_fusion_straddle.py) ----------------------------------------------------
+# Each is a small model of one pattern that onnxruntime rewrites at ORT_ENABLE_ALL on the CPU EP (QuickGelu /
+# SiLU, BiasSoftmax's Add + Softmax, SkipLayerNorm and EmbedLayerNorm around a LayerNormalization op,
+# MatMulScale, MatMulTranspose, MatMulAdd, GemmActivation, ConvActivation (Clip, HardSwish), ConvAddActivation,
+# ConvBN, ConvMul/ConvAdd, PadFusion, BiasGelu around a Gelu-20 op). Node names start with the pattern's prefix.
+
+FUSION_WIDTH = 16
+_IMAGE = [1, 4, 8, 8]
+
+
+def _weights(seed: int, *shape: int, scale: float = 0.25) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+def _rows(nodes, inits, opset: int = 17, extra_inputs=(), shape=("b", FUSION_WIDTH)) -> onnx.ModelProto:
+    inputs = [vi("x", TensorProto.FLOAT, list(shape)), *extra_inputs]
+    return make_model(nodes, inputs, [vi("y", TensorProto.FLOAT, None)], inits, opset=opset)
+
+
+def _image(nodes, inits) -> onnx.ModelProto:
+    return make_model(nodes, [vi("x", TensorProto.FLOAT, _IMAGE)], [vi("y", TensorProto.FLOAT, None)], inits)
+
+
+def _mm(x: str, out: str, name: str) -> onnx.NodeProto:
+    return helper.make_node("MatMul", [x, "W"], [out], name=name)
+
+
+def _w() -> onnx.TensorProto:
+    return init("W", _weights(0, FUSION_WIDTH, FUSION_WIDTH))
+
+
+def _kernel() -> list[onnx.TensorProto]:
+    return [init("K", _weights(1, 4, 4, 3, 3)), init("kb", _weights(2, 4))]
+
+
+def fusion_quick_gelu() -> onnx.ModelProto:
+    """x * Sigmoid(1.702 x) after a MatMul: QuickGeluFusion."""
+    n = helper.make_node
+    nodes = [_mm("x", "h", "q_mm"), n("Mul", ["h", "alpha"], ["a"], name="q_alpha"),
+             n("Sigmoid", ["a"], ["s"], name="q_sig"), n("Mul", ["h", "s"], ["y"], name="q_mul")]  # fmt: skip
+    return _rows(nodes, [_w(), init("alpha", np.float32(1.702))])
+
+
+def fusion_silu() -> onnx.ModelProto:
+    """x * Sigmoid(x) (SiLU / Swish: EfficientNet, Llama's MLP): QuickGeluFusion with alpha 1."""
+    n = helper.make_node
+    nodes = [_mm("x", "h", "s_mm"), n("Sigmoid", ["h"], ["s"], name="s_sig"), n("Mul", ["h", "s"], ["y"], name="s_mul")]
+    return _rows(nodes, [_w()])
+
+
+def fusion_bias_softmax() -> onnx.ModelProto:
+    """MatMul -> Relu -> Add(mask input) -> Softmax: BiasSoftmaxFusion's pattern (attention scores plus a mask)."""
+    n = helper.make_node
+    nodes = [_mm("x", "g", "bs_mm"), n("Relu", ["g"], ["h"], name="bs_relu"),
+             n("Add", ["h", "m"], ["a"], name="bs_add"),
+             n("Softmax", ["a"], ["y"], axis=-1, name="bs_softmax")]  # fmt: skip
+    mask = vi("m", TensorProto.FLOAT, [2, 1, 1, FUSION_WIDTH])  # BERT's [batch, 1, 1, seq] on [batch, heads, seq, seq]
+    return _rows(nodes, [_w()], extra_inputs=[mask], shape=(2, 2, 4, FUSION_WIDTH))
+
+
+def fusion_skip_layernorm() -> onnx.ModelProto:
+    """MatMul -> Relu -> Add(bias) -> Add(residual) -> LayerNormalization-17 (the op, as dynamo exports it):
+    SkipLayerNormFusion (3-D inputs of one shape)."""
+    n = helper.make_node
+    nodes = [_mm("x", "g", "sk_mm"), n("Relu", ["g"], ["h"], name="sk_relu"),
+             n("Add", ["h", "bias"], ["hb"], name="sk_bias"), n("Add", ["hb", "x"], ["r"], name="sk_res"),
+             n("LayerNormalization", ["r", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5, name="sk_ln")]  # fmt: skip
+    w = FUSION_WIDTH
+    inits = [_w(), init("bias", _weights(3, w)), init("gamma", 1 + _weights(4, w)), init("beta", _weights(5, w))]
+    return _rows(nodes, inits, shape=(2, 4, w))
+
+
+def fusion_embed_layernorm() -> onnx.ModelProto:
+    """Word + position embeddings (Gather, Range) -> Add -> LayerNormalization -> MatMul: CPU fuses the Add and
+    the LayerNormalization into SkipLayerNormalization."""
+    n, w = helper.make_node, FUSION_WIDTH
+    nodes = [
+        n("Gather", ["wemb", "ids"], ["we"], name="e_word"),
+        n("Shape", ["ids"], ["shape"], name="e_shape"),
+        n("Gather", ["shape", "one"], ["length"], axis=0, name="e_len"),
+        n("Range", ["zero", "length", "one"], ["pos"], name="e_range"),
+        n("Unsqueeze", ["pos", "axes0"], ["pos2"], name="e_unsq"),
+        n("Gather", ["pemb", "pos2"], ["pe"], name="e_pos"),
+        n("Add", ["we", "pe"], ["s"], name="e_add"),
+        n("LayerNormalization", ["s", "gamma", "beta"], ["ln"], axis=-1, epsilon=1e-12, name="e_ln"),
+        _mm("ln", "y", "e_mm"),
+    ]
+    inits = [init("wemb", _weights(6, 50, w)), init("pemb", _weights(7, 8, w)), init("one", np.int64(1)),
+             init("zero", np.int64(0)), init("axes0", np.array([0], np.int64)), init("gamma", 1 + _weights(8, w)),
+             init("beta", _weights(9, w)), _w()]  # fmt: skip
+    return make_model(nodes, [vi("ids", TensorProto.INT64, [1, 8])], [vi("y", TensorProto.FLOAT, None)], inits)
+
+
+def fusion_matmul_scale() -> onnx.ModelProto:
+    """Mul(0.5) -> MatMul -> Div(8): MatMulScaleFusion folds both scalars into FusedMatMul's alpha."""
+    n = helper.make_node
+    nodes = [n("Mul", ["x", "half"], ["xs"], name="ms_pre"), _mm("xs", "h", "ms_mm"),
+             n("Div", ["h", "eight"], ["y"], name="ms_div")]  # fmt: skip
+    return _rows(nodes, [_w(), init("half", np.float32(0.5)), init("eight", np.float32(8.0))])
+
+
+def fusion_matmul_transpose() -> onnx.ModelProto:
+    """Transpose -> MatMul: MatmulTransposeFusion (FusedMatMul with transA)."""
+    n = helper.make_node
+    nodes = [n("Transpose", ["x"], ["xt"], perm=[1, 0], name="mt_t"), n("MatMul", ["xt", "x"], ["y"], name="mt_mm")]
+    return _rows(nodes, [])
+
+
+def fusion_gemm_activation() -> onnx.ModelProto:
+    """MatMul + Add(bias) -> Gemm (MatMulAddFusion), Gemm -> Relu / LeakyRelu -> FusedGemm (GemmActivationFusion)."""
+    n = helper.make_node
+    nodes = [_mm("x", "h", "ga_mm"), n("Add", ["h", "bias"], ["g"], name="ga_add"),
+             n("Relu", ["g"], ["r"], name="ga_relu"), n("Gemm", ["r", "W", "bias"], ["g2"], name="ga_gemm"),
+             n("LeakyRelu", ["g2"], ["y"], alpha=0.1, name="ga_leaky")]  # fmt: skip
+    return _rows(nodes, [_w(), init("bias", _weights(10, FUSION_WIDTH))])
+
+
+def fusion_conv_activation() -> onnx.ModelProto:
+    """Conv -> Clip(0, 6) and Conv -> HardSwish written as HardSigmoid * x (MobileNetV3): ConvActivationFusion."""
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "K", "kb"], ["c"], pads=[1, 1, 1, 1], name="ca_conv"),
+             n("Clip", ["c", "lo", "hi"], ["r"], name="ca_clip"),
+             n("Conv", ["r", "K", "kb"], ["c2"], pads=[1, 1, 1, 1], name="ca_conv2"),
+             n("HardSigmoid", ["c2"], ["hs"], name="ca_hsig"),
+             n("Mul", ["c2", "hs"], ["y"], name="ca_hswish")]  # fmt: skip
+    return _image(nodes, [*_kernel(), init("lo", np.float32(0)), init("hi", np.float32(6))])
+
+
+def fusion_conv_add_relu() -> onnx.ModelProto:
+    """Conv -> Conv -> Add(residual) -> Relu: the NCHWc transformer fuses the Add and Relu into the second Conv."""
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "K", "kb"], ["c"], pads=[1, 1, 1, 1], name="car_conv"),
+             n("Conv", ["c", "K", "kb"], ["c2"], pads=[1, 1, 1, 1], name="car_conv2"),
+             n("Add", ["c2", "c"], ["a"], name="car_add"), n("Relu", ["a"], ["y"], name="car_relu")]  # fmt: skip
+    return _image(nodes, _kernel())
+
+
+def fusion_conv_bn() -> onnx.ModelProto:
+    """Conv -> BatchNormalization: ConvBNFusion folds the statistics into the Conv's weights."""
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "K"], ["c"], pads=[1, 1, 1, 1], name="cb_conv"),
+             n("BatchNormalization", ["c", "s", "bb", "mean", "var"], ["y"], name="cb_bn")]  # fmt: skip
+    stats = [init("s", 1 + _weights(11, 4)), init("bb", _weights(12, 4)), init("mean", _weights(13, 4)),
+             init("var", np.abs(1 + _weights(14, 4)))]  # fmt: skip
+    return _image(nodes, [_kernel()[0], *stats])
+
+
+def fusion_conv_mul_add() -> onnx.ModelProto:
+    """Conv -> Mul(per channel) -> Add(per channel): ConvMulFusion and ConvAddFusion."""
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "K"], ["c"], pads=[1, 1, 1, 1], name="cm_conv"),
+             n("Mul", ["c", "cs"], ["m"], name="cm_mul"), n("Add", ["m", "cbias"], ["y"], name="cm_add")]  # fmt: skip
+    return _image(nodes, [_kernel()[0], init("cs", 1 + _weights(15, 4, 1, 1)), init("cbias", _weights(16, 4, 1, 1))])
+
+
+def fusion_pad_conv() -> onnx.ModelProto:
+    """Pad -> Conv: PadFusion moves the padding into the Conv."""
+    n = helper.make_node
+    nodes = [n("Pad", ["x", "pads", "pv"], ["p"], name="pc_pad"), n("Conv", ["p", "K"], ["y"], name="pc_conv")]
+    pads = init("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))
+    return _image(nodes, [_kernel()[0], pads, init("pv", np.float32(0))])
+
+
+def fusion_bias_gelu_op() -> onnx.ModelProto:
+    """MatMul -> Add(bias) -> Gelu-20 (the op): MatMulAddFusion / BiasGeluFusion."""
+    n = helper.make_node
+    nodes = [_mm("x", "h", "bg_mm"), n("Add", ["h", "bias"], ["a"], name="bg_add"),
+             n("Gelu", ["a"], ["y"], name="bg_gelu")]  # fmt: skip
+    return _rows(nodes, [_w(), init("bias", _weights(17, FUSION_WIDTH))], opset=20)
+
+
+FUSION_PATTERNS = {
+    "quick_gelu": fusion_quick_gelu,
+    "silu": fusion_silu,
+    "bias_softmax": fusion_bias_softmax,
+    "skip_layernorm": fusion_skip_layernorm,
+    "embed_layernorm": fusion_embed_layernorm,
+    "matmul_scale": fusion_matmul_scale,
+    "matmul_transpose": fusion_matmul_transpose,
+    "gemm_activation": fusion_gemm_activation,
+    "conv_activation": fusion_conv_activation,
+    "conv_add_relu": fusion_conv_add_relu,
+    "conv_bn": fusion_conv_bn,
+    "conv_mul_add": fusion_conv_mul_add,
+    "pad_conv": fusion_pad_conv,
+    "bias_gelu_op": fusion_bias_gelu_op,
+}
