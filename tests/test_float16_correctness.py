@@ -417,6 +417,33 @@ def test_weight_underflow_stays_float32():
     assert np.all(out != 0)
 
 
+@pytest.mark.parametrize(("value", "rule"), [(1e5, "weight_overflow"), (1e-6, "weight_underflow")])
+def test_constant_copied_by_identity_is_judged_where_it_is_read(value, rule):
+    """Issue 10 (lean): TorchScript routes deduplicated initializers through Identity (ConvNeXt's equal layer
+    scales). The rules saw the constant only at the Identity, kept that float32, and converted the Mul reading
+    the copy, which then read it through a Cast to float16: 1e-6 lost 1.3% although the Identity's reason said
+    it was kept (an overflow was caught one step later, as range_propagated). The Mul now sees the constant
+    through the copy and stays float32 with the Identity for the rule's own reason."""
+    model = make_model(
+        [
+            helper.make_node("Identity", ["c"], ["c_copy"], name="copy"),
+            helper.make_node("Mul", ["x", "c_copy"], ["a"], name="scale"),
+            helper.make_node("Mul", ["x", "c"], ["b"], name="scale_direct"),
+            helper.make_node("Add", ["a", "b"], ["y"], name="add"),
+        ],
+        [vi("x", F, [4])],
+        [vi("y", F, [4])],
+        [init("c", np.full(4, value, np.float32))],
+    )
+    result = fp16.convert_float16(model, keep_io_types=True)
+    fp32 = {d.node: d.rule.value for d in result.report.fp32_nodes}
+    assert fp32.get("scale") == rule and fp32.get("scale_direct") == rule, fp32
+    assert fp32.get("copy") == rule  # it feeds a float32 node the exact constant: its reason holds
+    feeds = {"x": np.array([0.5, 1.0, 2.0, 3.0], np.float32)}
+    out = run(result.model, feeds)[0]
+    np.testing.assert_allclose(out, run(model, feeds)[0], rtol=2e-3)
+
+
 def test_tiny_biases_and_epsilons_convert_and_stay_accurate():
     """Issue 10 (lean): a MobileNetV3-like Conv whose folded BatchNorm bias is ~1e-8 and a T5-like RMSNorm with
     its 1e-6 epsilon were kept float32 (weight_underflow, 2 Casts each) although float16 rounds an addend by at

@@ -247,3 +247,27 @@ def test_load_check_can_be_skipped_and_repairs_an_ir_model_input(monkeypatch):
     options = ConversionOptions(keep_io_types=True)
     repaired = float16_mod.convert_with_options(ir.serde.deserialize_model(model), options)
     check_loads_and_accurate(model, repaired.model)
+
+
+@pytest.mark.parametrize("keep_io", [True, False])
+def test_rmsnorm_with_t5_epsilon_stays_float16_whole(keep_io):
+    """Issue 10 (lean): T5/Llama's RMSNorm adds eps = 1e-6, subnormal in float16. The weight_underflow rule kept
+    that Add float32 and the fusion rule then pulled the whole SimplifiedLayerNorm unit with it (T5 dynamo: 84
+    nodes, 56.8% FP16). An addend is rounded by at most 2**-25, within the rounding of the float16 sum: the unit
+    now stays float16, loads with every optimization and is accurate."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+        *rms_norm_nodes("h", "rms_"),
+        helper.make_node("MatMul", ["rms_out", "W"], ["y"], name="mm2"),
+    ]
+    inits = [
+        init("two", np.float32(2)),
+        init("eps", np.float32(1e-6)),
+        init("gamma", np.linspace(0.5, 1.5, W).astype(np.float32)),
+        init("W", (rng.standard_normal((W, W)) / 4).astype(np.float32)),
+    ]
+    model = make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])], inits)
+    result = fp16.convert_float16(model, keep_io_types=keep_io)
+    assert set(precisions(result).values()) == {"fp16"}, [(d.node, d.detail) for d in result.report.fp32_nodes]
+    check_loads_and_accurate(model, result.model)
