@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from olive_fp16_pass import ir_serde
 from olive_fp16_pass.activation_stats import range_decisions, sentinel_notes
 from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
@@ -99,7 +100,7 @@ def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir
     from olive_fp16_pass import element_types
     from olive_fp16_pass.graph_walk import GraphIndex
 
-    ir_model = ir.serde.deserialize_model(proto)
+    ir_model = ir_serde.deserialize_model(proto)
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
     labels = [index.labels[id(node)] for node in ir_model.graph]
@@ -192,7 +193,7 @@ class _Search:
     # -- building and validating candidates --------------------------------------------------------------
     def fresh_ir(self) -> ir.Model:
         """A new onnx-ir copy of the source whose external tensors read from the model's folder."""
-        model = ir.serde.deserialize_model(self.proto)
+        model = ir_serde.deserialize_model(self.proto)
         if self.base_dir is not None:
             set_base_dir(model, self.base_dir)
         return model
@@ -577,7 +578,7 @@ def auto_mixed_precision(
     else:
         # Lazily loaded: external tensors stay in their files (memory-mapped when read), so the search costs
         # about the model's size in memory, and the serialized proto only references them.
-        proto = ir.serde.serialize_model(load_model_file(model)[0])
+        proto = ir_serde.serialize_model(load_model_file(model)[0])
         if has_external_data(proto):
             base_dir = Path(model).resolve().parent
     unknown = sorted(set(criteria.per_output) - {o.name for o in proto.graph.output})

@@ -19,7 +19,7 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
-from olive_fp16_pass import element_types
+from olive_fp16_pass import element_types, ir_serde
 from olive_fp16_pass.classify import FP16_MAX
 from olive_fp16_pass.graph_edit import F16, F32, FreshNames, Placement, insert_rounding
 from olive_fp16_pass.graph_walk import GraphIndex
@@ -37,7 +37,7 @@ def _edge_key(kind: str, owner, index: int, labels: dict[int, str], graph_paths:
 
 
 def _deserialize(proto: onnx.ModelProto, base_dir: str | os.PathLike | None) -> ir.Model:
-    model = ir.serde.deserialize_model(proto)
+    model = ir_serde.deserialize_model(proto)
     if base_dir is not None:
         for graph in model.graphs():
             for value in graph.initializers.values():
@@ -148,7 +148,7 @@ class SwitchableEmulation:
                 main.outputs.append(value)
         if "" not in model.opset_imports and "ai.onnx" not in model.opset_imports:
             model.opset_imports[""] = 13
-        self.model = ir.serde.serialize_model(model)
+        self.model = ir_serde.serialize_model(model)
         self.exposed = [v.name for v in extra]
 
     @staticmethod
