@@ -235,11 +235,16 @@ class _Search:
         # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
         if self.switch_session is None:
             self.switch_session = self.sessions.session(self.switchable.model, emulation=True)
+        typed = self._typed_feeds(feeds)
+        if any(value.dtype.kind in "OSU" for feed in typed for value in feed.values()):
+            # Strings (a scikit-learn pipeline's text or category column): I/O binding refuses them.
+            runs = [self.switch_session.run(names, {**gate_feed, **feed}) for feed in typed]
+            return runs, classified
         binding = self.switch_session.io_binding()
         for name, value in gate_feed.items():
             binding.bind_cpu_input(name, value)
         runs = []
-        for feed in self._typed_feeds(feeds):
+        for feed in typed:
             for name, value in feed.items():
                 binding.bind_cpu_input(name, value)
             for name in names:
@@ -250,14 +255,13 @@ class _Search:
         return runs, classified
 
     def _typed_feeds(self, feeds) -> list[dict[str, np.ndarray]]:
-        """Feeds as float32 arrays once per list (the gated model's inputs are the float32 model's)."""
+        """Feeds as arrays once per list, float32 where the input is float32 (the gated model's inputs are the
+        float32 model's); other inputs keep their dtype (a float64 model takes float64)."""
         key = id(feeds)
         if getattr(self, "_typed_key", None) != key:
+            float32 = {i.name for i in self.proto.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
             self._typed = [
-                {
-                    k: (np.asarray(v, np.float32) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v))
-                    for k, v in feed.items()
-                }
+                {k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) for k, v in feed.items()}
                 for feed in feeds
             ]
             self._typed_key = key

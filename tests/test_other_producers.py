@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto
 
 import olive_fp16_pass as fp16
+from olive_fp16_pass.runtime import run_session
 from tests.helpers import session
-from tests.models import zipmap_classifier
+from tests.models import float64_regressor, string_and_float_inputs, string_feeds, zipmap_classifier
 from tests.test_fusion_safe import all_optimizations_session
 
 
@@ -62,3 +64,29 @@ def test_zipmap_classifier_mixed_precision():
     )
     assert _sequence_of_maps(result.model) == _sequence_of_maps(model)
     all_optimizations_session(result.model).run(None, _rows(1)[0])
+
+
+def test_float64_model_is_returned_unchanged_by_both_entry_points():
+    """skl2onnx keeps the training dtype: a float64 graph. AMP cast its float64 feeds to float32 and crashed."""
+    model = float64_regressor()
+    data = _rows(dtype=np.float64)
+    converted = fp16.convert_float16(model)
+    assert any("unchanged" in note for note in converted.report.notes)
+    amp = fp16.auto_mixed_precision(model, data, rtol=1e-6, atol=1e-9, progress=False)
+    for result in (converted, amp):
+        assert [n.op_type for n in result.model.graph.node] == ["MatMul", "Add"]
+        assert result.model.graph.input[0].type.tensor_type.elem_type == TensorProto.DOUBLE
+        np.testing.assert_array_equal(session(result.model).run(None, data[0])[0], session(model).run(None, data[0])[0])
+
+
+def test_string_inputs_in_mixed_precision():
+    """A string column beside float ones: AMP's I/O binding cannot bind strings ("Only binding non-string")."""
+    model = string_and_float_inputs()
+    data = string_feeds()
+    result = fp16.auto_mixed_precision(model, data, rtol=None, atol=None, max_abs=2e-2, progress=False)
+    assert result.model.graph.input[0].type.tensor_type.elem_type == TensorProto.STRING
+    decisions = {d.node: d.precision.value for d in result.report.decisions}
+    assert decisions["matmul"] == "fp16"
+    expected = session(model).run(None, data[0])[0]
+    got = run_session(all_optimizations_session(result.model), data[0])[0]  # float16 "num" (keep_io_types=False)
+    np.testing.assert_allclose(got.astype(np.float32), expected, atol=2e-2)
