@@ -14,7 +14,7 @@ from onnx import TensorProto
 import olive_fp16_pass as fp16
 from olive_fp16_pass.runtime import run_session
 from tests.helpers import session
-from tests.models import float64_regressor, string_and_float_inputs, string_feeds, zipmap_classifier
+from tests.models import float64_regressor, old_opset_mlp, string_and_float_inputs, string_feeds, zipmap_classifier
 from tests.test_fusion_safe import all_optimizations_session
 
 
@@ -90,3 +90,17 @@ def test_string_inputs_in_mixed_precision():
     expected = session(model).run(None, data[0])[0]
     got = run_session(all_optimizations_session(result.model), data[0])[0]  # float16 "num" (keep_io_types=False)
     np.testing.assert_allclose(got.astype(np.float32), expected, atol=2e-2)
+
+
+def test_default_opset_8_model_in_mixed_precision():
+    """onnxmltools' LightGBM exports import opset 8, before Where (9): AMP's gated emulation model failed to load."""
+    model = old_opset_mlp()
+    data = [{"input": np.random.default_rng(i).standard_normal((5, 8)).astype(np.float32)} for i in range(4)]
+    result = fp16.auto_mixed_precision(model, data, rtol=None, atol=None, max_abs=5e-2, progress=False)
+    assert {o.domain or "": o.version for o in result.model.opset_import}[""] == 8
+    assert result.model.ir_version == 4
+    assert sum(d.precision.value == "fp16" for d in result.report.decisions) >= 3
+    onnx.checker.check_model(result.model, full_check=True)
+    expected = session(model).run(None, data[0])[0]
+    got = run_session(all_optimizations_session(result.model), data[0])[0]
+    np.testing.assert_allclose(got.astype(np.float32), expected, atol=5e-2 * np.abs(expected).max())
