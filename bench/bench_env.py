@@ -63,20 +63,3 @@ def count_op(model: Any, op_type: str) -> int:
 
     return walk(model.graph)
 
-
-def as_array(output: Any) -> Any:
-    """One session output as a numpy array, non-tensor outputs included, so every output can be compared.
-
-    ai.onnx.ml's ZipMap returns a sequence of maps (one {class: probability} dict per row, what scikit-learn
-    classifiers export by default): it becomes a (rows, classes) array, columns in sorted key order; a single
-    map becomes a 1-D array the same way; a sequence of tensors, their stack.
-    """
-    import numpy as np
-
-    if isinstance(output, dict):
-        return np.asarray([output[key] for key in sorted(output)])
-    if isinstance(output, list) and output and isinstance(output[0], dict):
-        return np.stack([as_array(row) for row in output])
-    if isinstance(output, list) and output:
-        return np.stack([np.asarray(item) for item in output])
-    return np.asarray(output)

@@ -81,7 +81,7 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):  # this checkout's package, and t
         sys.path.insert(0, _path)
 
 from amp_speed import fp16_count  # noqa: E402  (bench/ is not a package: path set above)
-from bench_env import as_array, count_op, environment  # noqa: E402
+from bench_env import count_op, environment  # noqa: E402
 
 EXPORTERS = ("torchscript", "dynamo")
 TOOLS = ("ours", "occ", "ort")
@@ -615,7 +615,7 @@ def _session(model: onnx.ModelProto | str, *, optimize: bool) -> Any:
 def _run(session: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     from olive_fp16_pass.runtime import run_session
 
-    return [as_array(o) for o in run_session(session, {k: v.copy() for k, v in feed.items()})]
+    return [np.asarray(o) for o in run_session(session, {k: v.copy() for k, v in feed.items()})]
 
 
 def feeds_for(exportable: Exportable, model: onnx.ModelProto, n: int = N_FEEDS) -> list[dict[str, np.ndarray]]:

@@ -51,6 +51,7 @@ from olive_fp16_pass.runtime import (
     ValidationBackend,
     choose_backend,
     run_session,
+    tensor_view,
 )
 from olive_fp16_pass.sentinels import Sentinel, ValueStats, activation_sentinel
 from olive_fp16_pass.switchable import SwitchableEmulation, release_external
@@ -238,7 +239,7 @@ class _Search:
         typed = self._typed_feeds(feeds)
         if any(value.dtype.kind in "OSU" for feed in typed for value in feed.values()):
             # Strings (a scikit-learn pipeline's text or category column): I/O binding refuses them.
-            runs = [self.switch_session.run(names, {**gate_feed, **feed}) for feed in typed]
+            runs = [[tensor_view(o) for o in self.switch_session.run(names, {**gate_feed, **feed})] for feed in typed]
             return runs, classified
         binding = self.switch_session.io_binding()
         for name, value in gate_feed.items():
@@ -250,7 +251,7 @@ class _Search:
             for name in names:
                 binding.bind_output(name)
             self.switch_session.run_with_iobinding(binding)
-            runs.append(binding.copy_outputs_to_cpu())
+            runs.append([tensor_view(o) for o in binding.copy_outputs_to_cpu()])
             binding.clear_binding_outputs()
         return runs, classified
 
