@@ -399,3 +399,25 @@ FUSION_PATTERNS = {
     "pad_conv": fusion_pad_conv,
     "bias_gelu_op": fusion_bias_gelu_op,
 }
+
+
+def dead_weight_model(boost: float = 1.0, seed: int = 0, width: int = 16) -> onnx.ModelProto:
+    """y = x @ W + (x @ W_dead) * boost, W_dead ~1e-8 (entirely subnormal in float16, as a dead channel of
+    a trained or randomly initialised net): negligible for boost 1, the whole signal for boost 1e8."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="live"),
+        helper.make_node("MatMul", ["x", "W_dead"], ["d"], name="dead"),
+        helper.make_node("Mul", ["d", "boost"], ["db"], name="boost"),
+        helper.make_node("Add", ["h", "db"], ["y"], name="add"),
+    ]
+    return make_model(
+        nodes,
+        [vi("x", TensorProto.FLOAT, ["b", width])],
+        [vi("y", TensorProto.FLOAT, ["b", width])],
+        [
+            init("W", (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)),
+            init("W_dead", (rng.standard_normal((width, width)) * 1e-8).astype(np.float32)),
+            init("boost", np.float32(boost)),
+        ],
+    )
