@@ -7,6 +7,7 @@ Each conversion runs in a fresh interpreter, so its peak RSS measures the conver
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import resource
@@ -44,7 +45,8 @@ def model_mib(src: Path) -> float:
     return (src.stat().st_size + (src.parent / "big.onnx.data").stat().st_size) / 2**20
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)  # --help, and no stray options
     from bench.bench_env import environment
     from tests.models import write_big_model
 
