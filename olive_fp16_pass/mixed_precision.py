@@ -543,10 +543,9 @@ class _Search:
             e_out = max((error.get(o, 0.0) for o in node.output), default=0.0)
             e_in = max((error.get(i, 0.0) for i in node.input), default=0.0)
             local = 0.0 if (math.isinf(e_out) and math.isinf(e_in)) else e_out - e_in
-            # near-equal errors (two significant digits): the cheaper node is the one to keep in float32
-            cost = self.costs[label].weight if label in self.costs else 0.0
-            scores.append((-_significant(local), cost, position, label))
+            scores.append((-local, position, label))
         scores.sort()
+        self.rank_scores = {label: -negative for negative, _, label in scores}
         producer_label = {
             o: label for node, label in zip(self.proto.graph.node, labels, strict=True) for o in node.output
         }
@@ -560,7 +559,7 @@ class _Search:
             }
             if big_inputs and label in fp16_labels:
                 units.append({label, *(b for b in big_inputs if b in fp16_labels)})
-        return [label for *_, label in scores], units
+        return [label for _, _, label in scores], units
 
 
 def _significant(value: float, digits: int = 2) -> float:
@@ -808,11 +807,19 @@ def _stages(search: _Search) -> tuple[Candidate, list[str]]:
                 return chosen, notes
 
     ranked, cancellation = search.rank(rules, labels)
-    rank_of = {label: i for i, label in enumerate(ranked)}
     group_of = {label: set(members) for label, members in fused.items()}
     for unit in cancellation:
         for member in unit:
             group_of.setdefault(member, set()).update(unit)
+
+    # Among nodes that add about the same error (two significant digits), the one whose group (the node with
+    # the units it moves with) costs least comes first: that is what a prefix then keeps in float32.
+    def group_cost(label: str) -> float:
+        return sum(search.costs[m].weight for m in group_of.get(label, {label}) if m in search.costs)
+
+    position = {label: i for i, label in enumerate(ranked)}
+    ranked.sort(key=lambda label: (-_significant(search.rank_scores[label]), group_cost(label), position[label]))
+    rank_of = {label: i for i, label in enumerate(ranked)}
 
     def forced_for(prefix: list[str]) -> dict[str, ForcedDecision]:
         forced = dict(rules)
@@ -874,20 +881,24 @@ def _stages(search: _Search) -> tuple[Candidate, list[str]]:
                 + (" (inputs/outputs are float16: try keep_io_types=True)" if not search.base.keep_io_types else "")
             )
             return last, notes
-        chosen = _loadable(search, results[hi], reference)
+        # prefix hi - 1 fails and prefix hi passes: the unit ranked hi is the one that made it pass
+        critical = group_of.get(ranked[hi - 1], {ranked[hi - 1]})
+        chosen = _loadable(search, results[hi], reference, critical)
         if chosen is not None:
             return chosen, notes
         results[hi] = Candidate(results[hi].forced, False, ["failed to load"], results[hi].errors)
         lo = hi
 
 
-def _loadable(search: _Search, candidate: Candidate, reference) -> Candidate | None:
+def _loadable(
+    search: _Search, candidate: Candidate, reference, critical: set[str] | frozenset[str] = frozenset()
+) -> Candidate | None:
     """Refine an accurate candidate, then build it for real: it must load with ORT's optimizations on.
 
     Emulated validation cannot see ORT's graph fusions, so the real model is checked, once for the refined
     candidate and, if that fails, once for the unrefined one; None when neither loads (the search goes on).
     """
-    refined = _refine(search, candidate, reference)
+    refined = _refine(search, candidate, reference, critical)
     if not search.backend.emulated:
         return refined
     for option in [refined] if refined is candidate else [refined, candidate]:
@@ -900,7 +911,9 @@ def _loadable(search: _Search, candidate: Candidate, reference) -> Candidate | N
     return None
 
 
-def _refine(search: _Search, best: Candidate, reference) -> Candidate:
+def _refine(
+    search: _Search, best: Candidate, reference, critical: set[str] | frozenset[str] = frozenset()
+) -> Candidate:
     """Give back to float16 the forced nodes that were not needed; least suspicious first.
 
     A prefix ranks above the critical node only by an error estimate, and a fusion unit moved as a whole may
@@ -930,7 +943,12 @@ def _refine(search: _Search, best: Candidate, reference) -> Candidate:
     # Most expensive first, Casts counted (node_cost.give_back_order): the first chunks tried, and the halves
     # split off first when one fails, are where float16 gains most.
     fp32 = set(forced)
-    give_back(give_back_order(list(reversed(accuracy)), search.costs, search.links, fp32))
+    ordered = give_back_order(list(reversed(accuracy)), search.costs, search.links, fp32)
+    # The nodes forced before the critical unit (the last one the prefix search added: without it the
+    # prefix failed) are the likeliest not needed: all of them first, in one try, then the critical unit.
+    # enc1500 of bench/amp_speed.py: the cancellation ranked 7th behind six LayerNorm units, 1 try, not ~40.
+    give_back([m for m in ordered if m not in critical])
+    give_back([m for m in ordered if m in critical])
     give_back(give_back_order(list(reversed(fused)), search.costs, search.links, fp32))
     return state["best"]
 

@@ -101,3 +101,19 @@ def test_full_float16_overrules_the_weight_underflow_rule_when_validation_allows
     kept = {d.node: d.rule.value for d in result.report.fp32_nodes}
     assert kept.get("dead") in ("weight_underflow", "activation_underflow")  # the range rules see its 1e-8 output
     assert result.report.search["criteria_met"]
+
+
+def test_refine_tries_everything_but_the_critical_unit_first():
+    """The 298-node encoder of bench/amp_speed.py: the passing prefix holds a LayerNorm unit ranked above the
+    cancellation that made the prefix pass. Giving back all but that unit in one try is the first refine step,
+    and it passes: the search ends with the 5 nodes that truly need float32 in few validations."""
+    from bench.amp_models import encoder, encoder_feeds
+
+    model, injected = encoder(7)
+    result = fp16.auto_mixed_precision(
+        model, encoder_feeds(), rtol=1e-2, atol=2e-2, keep_io_types=True, emulation_margin=1.0, progress=False
+    )
+    refine = [h for h in result.report.search["history"] if h["stage"].startswith("refine")]
+    assert refine[0]["passed"] and refine[0]["nodes_fp32_forced"] == 5
+    assert {d.node for d in result.report.fp32_nodes} == {n for names in injected.values() for n in names}
+    assert result.report.search["candidates_tried"] <= 11
