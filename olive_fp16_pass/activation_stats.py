@@ -45,6 +45,7 @@ from olive_fp16_pass import element_types
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Rule
+from olive_fp16_pass.sentinels import Sentinel, ValueStats, activation_sentinel
 from olive_fp16_pass.weight_ranges import FP16_MAX, FP16_UNDERFLOW
 
 Feed = Mapping[str, np.ndarray]
@@ -57,6 +58,8 @@ class TensorStats:
 
     abs_max: float = 0.0  # largest finite |value|
     nonfinite: int = 0  # NaN/Inf values (left out of abs_max, as the search does)
+    # only for tensors that went beyond the limit: could those values be masking sentinels (sentinels.py)?
+    beyond: ValueStats | None = None
 
 
 @dataclass
@@ -65,6 +68,7 @@ class ActivationStats:
 
     tensors: dict[str, TensorStats] = field(default_factory=dict)
     feeds: int = 0
+    limit: float = FP16_MAX / DEFAULT_OVERFLOW_MARGIN  # beyond it, a tensor's values are kept for the sentinel test
 
     def update(self, name: str, value: Any) -> None:
         """Fold one array of tensor `name` in; empty and non-float arrays say nothing about float16 ranges."""
@@ -74,14 +78,21 @@ class ActivationStats:
         magnitude = np.abs(array)
         peak = float(magnitude.max())  # NaN or inf when the tensor holds any: then look at the finite part
         bad = 0
+        finite = array
         if not math.isfinite(peak):
-            finite = np.isfinite(magnitude)
-            kept = int(np.count_nonzero(finite))
+            mask = np.isfinite(magnitude)
+            kept = int(np.count_nonzero(mask))
             bad = magnitude.size - kept
-            peak = float(magnitude[finite].max()) if kept else 0.0
+            peak = float(magnitude[mask].max()) if kept else 0.0
+            finite = array[mask]
         stats = self.tensors.get(name)
         if stats is None:
             stats = self.tensors[name] = TensorStats()
+        if peak > self.limit or stats.beyond is not None:
+            # earlier feeds, all within the limit, count as in-range values (as in the search's reference run)
+            if stats.beyond is None:
+                stats.beyond = ValueStats(in_range_max=stats.abs_max)
+            stats.beyond.update(finite, self.limit)
         stats.abs_max = max(stats.abs_max, peak)
         stats.nonfinite += bad
 
@@ -148,6 +159,10 @@ class Calibration:
     overflow_margin: float
     seconds: float = 0.0
     tensors_exposed: int = 0
+    # tensors beyond the limit whose values only mask (sentinels.py): not an overflow
+    sentinels: dict[str, Sentinel] = field(default_factory=dict)
+    # label -> report text, for the float16 nodes that read or write a sentinel tensor
+    sentinel_notes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         nonfinite = {name: s.nonfinite for name, s in self.stats.tensors.items() if s.nonfinite}
@@ -159,6 +174,7 @@ class Calibration:
             "sessions_created": 1,
             "nodes_fp32": len(self.forced),
             "tensors_with_nan_inf": nonfinite,
+            "sentinels": [{"tensor": n, "value": s.value, "feeds": s.feeds} for n, s in self.sentinels.items()],
             "seconds": round(self.seconds, 3),
         }
 
@@ -196,6 +212,7 @@ def calibrate(
     types = element_types.infer(ir_model, index)
     nodes = [(index.labels[id(node)], node) for node in graph]
     exposed = [v for _, node in nodes for v in node.outputs if v.name and types.is_float32(v)]
+    original_outputs = list(graph.outputs)
     present = {id(v) for v in graph.outputs}
     for value in exposed:  # the graph's own float outputs are measured too; the others are added
         if id(value) not in present:
@@ -203,20 +220,49 @@ def calibrate(
             present.add(id(value))
     names = [v.name for v in exposed]
     float_inputs = [v.name for v in graph.inputs if v.name and types.is_float32(v)]
-    stats = measure(ir_model, loaded.proto, names, float_inputs, iterator, base_dir)
+    stats = measure(ir_model, loaded.proto, names, float_inputs, iterator, base_dir, FP16_MAX / margin)
     if stats.feeds == 0:
         raise Float16Error("calibration_data: no feeds given (need at least one input feed)")
+    graph.outputs.clear()  # the graph as it was: a sentinel's uses must not include the outputs added to measure
+    graph.outputs.extend(original_outputs)
+    by_name = {v.name: v for v in [*graph.inputs, *exposed] if v.name}
+    sentinels: dict[str, Sentinel] = {}
+
+    def is_sentinel(name: str) -> bool:
+        tensor = stats.tensors.get(name)
+        if tensor is None or tensor.beyond is None or name not in by_name:
+            return False
+        if name not in sentinels:
+            sentinel = activation_sentinel(by_name[name], tensor.beyond)
+            if sentinel is None:
+                return False
+            sentinels[name] = sentinel
+        return True
+
+    edges = [
+        (label, [v.name for v in node.inputs if v is not None], [v.name for v in node.outputs]) for label, node in nodes
+    ]
     forced = range_decisions(
-        (
-            (label, [v.name for v in node.inputs if v is not None], [v.name for v in node.outputs])
-            for label, node in nodes
-        ),
-        stats.abs_max(),
-        margin,
-        data="calibration data",
-        origin=Origin.CALIBRATION,
+        edges, stats.abs_max(), margin, data="calibration data", origin=Origin.CALIBRATION, is_sentinel=is_sentinel
     )
-    return Calibration(forced, stats, margin, time.perf_counter() - start, len(names))
+    notes = sentinel_notes(edges, sentinels, "on calibration data")
+    calibration = Calibration(forced, stats, margin, time.perf_counter() - start, len(names), sentinels, notes)
+    return calibration
+
+
+def sentinel_notes(
+    nodes: Iterable[tuple[str, Sequence[str], Sequence[str]]], sentinels: Mapping[str, Sentinel], data: str
+) -> dict[str, str]:
+    """label -> report text for each node that reads or writes a sentinel tensor (the first one it touches):
+    the rule mask_sentinel says why such a node converts although its tensor leaves float16's range."""
+    notes: dict[str, str] = {}
+    for label, inputs, outputs in nodes:
+        for name in [*outputs, *inputs]:
+            sentinel = sentinels.get(name)
+            if sentinel is not None and label not in notes:
+                sign = math.copysign(1.0, sentinel.value)
+                notes[label] = sentinel.detail(f"tensor '{name}' {data}", f"{sign * FP16_MAX:g} or {sign * math.inf}")
+    return notes
 
 
 def measure(
@@ -226,6 +272,7 @@ def measure(
     float_inputs: Sequence[str],
     feeds: Iterable[Feed],
     base_dir: Path | None,
+    limit: float = FP16_MAX / DEFAULT_OVERFLOW_MARGIN,
 ) -> ActivationStats:
     """Run `model` (its tensors `names` exposed as outputs) in float32 on each feed and fold the results in.
 
@@ -246,7 +293,7 @@ def measure(
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise Float16Error(f"calibration: onnxruntime cannot load the float32 model: {first}") from exc
-    stats = ActivationStats()
+    stats = ActivationStats(limit=limit)
     wanted = list(names)
     for k, feed in enumerate(feeds):
         try:
@@ -270,4 +317,5 @@ __all__ = [
     "check_overflow_margin",
     "measure",
     "range_decisions",
+    "sentinel_notes",
 ]

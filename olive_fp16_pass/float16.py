@@ -28,7 +28,7 @@ from olive_fp16_pass.load_check import SaveCheck, load_checked, unit_labels
 from olive_fp16_pass.model_io import LoadedModel, load, save_model
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_edits import plan_edits
-from olive_fp16_pass.precision_plan import ForcedDecision, Origin
+from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
 from olive_fp16_pass.report import ConversionReport
 
 logger = logging.getLogger(__name__)
@@ -172,11 +172,20 @@ def convert_float16(
     report = result.report
     report.calibration = calibration.to_dict()
     report.seconds += calibration.seconds
+    mark_sentinels(report, calibration.sentinel_notes)
     if calibration.stats.tensors and not calibration.forced:
         report.notes.append(
             f"calibration: no tensor left float16's range on {calibration.stats.feeds} calibration feeds"
         )
     return result
+
+
+def mark_sentinels(report: ConversionReport, notes: Mapping[str, str]) -> None:
+    """Float16 nodes that read or write a masking-sentinel tensor say so (rule mask_sentinel), with the value:
+    their tensor left float16's range, and the report must say why they converted all the same."""
+    for decision in report.decisions:
+        if decision.precision is Precision.FP16 and decision.rule is Rule.CONVERTED and decision.node in notes:
+            decision.rule, decision.detail = Rule.MASK_SENTINEL, notes[decision.node]
 
 
 def convert_with_options(

@@ -81,8 +81,23 @@ def constant_tensor(value: ir.Value) -> ir.TensorProtocol | None:
     return None
 
 
+def _through_identity(value: ir.Value) -> ir.Value:
+    """The value an Identity chain copies: TorchScript routes every deduplicated initializer through Identity
+    nodes (ConvNeXt's equal layer scales), and a node reading such a copy reads that constant all the same.
+    Only for measuring: the conversion still rewrites constants where they are defined."""
+    for _ in range(64):  # chains are short; a bound keeps a malformed graph from looping
+        producer = value.producer()
+        if producer is None or producer.op_type != "Identity" or producer.domain not in ("", "ai.onnx"):
+            break
+        source = producer.inputs[0] if producer.inputs else None
+        if source is None:
+            break
+        value = source
+    return value
+
+
 def _measure(value: ir.Value) -> WeightRange | None:
-    tensor = constant_tensor(value)
+    tensor = constant_tensor(_through_identity(value))
     if tensor is None or tensor.dtype != ir.DataType.FLOAT:
         return None
     array = tensor.numpy()

@@ -125,9 +125,13 @@ def test_memory_does_not_grow_with_the_number_of_feeds():
     assert stats.feeds == 120
     assert many < few + 4 * 2**20, (few, many)
     assert growth < 40 * 2**20, growth
-    # the state: two numbers per tensor (x, h, s, y), whatever the number of feeds
+    # the state: two numbers per tensor (x, h, s, y), whatever the number of feeds, and four more for a tensor
+    # beyond the limit (its sentinel test: sentinels.ValueStats)
     assert set(stats.tensors) == {"x", "h", "s", "y"}
-    assert all(set(vars(t)) == {"abs_max", "nonfinite"} for t in stats.tensors.values())
+    assert all(set(vars(t)) == {"abs_max", "nonfinite", "beyond"} for t in stats.tensors.values())
+    beyond = [t.beyond for t in stats.tensors.values() if t.beyond is not None]
+    assert all(set(vars(b)) == {"beyond_min", "extreme", "signs", "in_range_max"} for b in beyond)
+    assert all(len(b.signs) <= 3 for b in beyond)
 
 
 def test_running_statistics_leave_nan_and_inf_out_of_the_maximum():
