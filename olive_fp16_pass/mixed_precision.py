@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from olive_fp16_pass import ir_serde
 from olive_fp16_pass.activation_stats import range_decisions, sentinel_notes
 from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
@@ -109,7 +110,7 @@ def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir
     from olive_fp16_pass import element_types
     from olive_fp16_pass.graph_walk import GraphIndex
 
-    ir_model = ir.serde.deserialize_model(proto)
+    ir_model = ir_serde.deserialize_model(proto)
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
     labels = [index.labels[id(node)] for node in ir_model.graph]
@@ -204,7 +205,7 @@ class _Search:
     # -- building and validating candidates --------------------------------------------------------------
     def fresh_ir(self) -> ir.Model:
         """A new onnx-ir copy of the source whose external tensors read from the model's folder."""
-        model = ir.serde.deserialize_model(self.proto)
+        model = ir_serde.deserialize_model(self.proto)
         if self.base_dir is not None:
             set_base_dir(model, self.base_dir)
         return model
@@ -256,6 +257,12 @@ class _Search:
         # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
         if self.switch_session is None:
             self.switch_session = self.sessions.session(self.switchable.model, emulation=True, threads=self.threads())
+        typed = self._typed_feeds(feeds)[select]
+        if any(value.dtype.kind in "OSU" for feed in typed for value in feed.values()):
+            # Strings (a scikit-learn pipeline's text or category column): I/O binding refuses them.
+            gates, classified = self.switchable.gates(self.base, forced)
+            gate_feed = self.switchable.gate_feed(gates)
+            return [self.switch_session.run(names, {**gate_feed, **feed}) for feed in typed], classified
         key = (frozenset(forced), id(self.switch_session))
         if getattr(self, "_bound_key", None) != key:
             gates, classified = self.switchable.gates(self.base, forced)
@@ -265,7 +272,7 @@ class _Search:
             self._bound_key, self._bound = key, (binding, classified)
         binding, classified = self._bound
         runs = []
-        for feed in self._typed_feeds(feeds)[select]:
+        for feed in typed:
             for name, value in feed.items():
                 binding.bind_cpu_input(name, value)
             for name in names:
@@ -276,14 +283,13 @@ class _Search:
         return runs, classified
 
     def _typed_feeds(self, feeds) -> list[dict[str, np.ndarray]]:
-        """Feeds as float32 arrays once per list (the gated model's inputs are the float32 model's)."""
+        """Feeds as arrays once per list, float32 where the input is float32 (the gated model's inputs are the
+        float32 model's); other inputs keep their dtype (a float64 model takes float64)."""
         key = id(feeds)
         if getattr(self, "_typed_key", None) != key:
+            float32 = {i.name for i in self.proto.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
             self._typed = [
-                {
-                    k: (np.asarray(v, np.float32) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v))
-                    for k, v in feed.items()
-                }
+                {k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) for k, v in feed.items()}
                 for feed in feeds
             ]
             self._typed_key = key
@@ -668,7 +674,7 @@ def auto_mixed_precision(
     else:
         # Lazily loaded: external tensors stay in their files (memory-mapped when read), so the search costs
         # about the model's size in memory, and the serialized proto only references them.
-        proto = ir.serde.serialize_model(load_model_file(model)[0])
+        proto = ir_serde.serialize_model(load_model_file(model)[0])
         if has_external_data(proto):
             base_dir = Path(model).resolve().parent
     unknown = sorted(set(criteria.per_output) - {o.name for o in proto.graph.output})

@@ -19,6 +19,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from olive_fp16_pass import ir_serde
 from olive_fp16_pass.errors import Float16Error
 
 CPU = "CPUExecutionProvider"
@@ -228,7 +229,7 @@ def serialize_supplying(model: ir.Model) -> tuple[onnx.ModelProto, dict[str, np.
         and value.const_value.dtype in _SUPPLIABLE
     ]
     if sum(v.const_value.nbytes for v in large) < SUPPLY_IN_MEMORY_TOTAL:
-        return ir.serde.serialize_model(model), {}
+        return ir_serde.serialize_model(model), {}
     supplied = {}
     originals = {}
     try:
@@ -239,7 +240,7 @@ def serialize_supplying(model: ir.Model) -> tuple[onnx.ModelProto, dict[str, np.
             value.const_value = ir.ExternalTensor(
                 _PLACEHOLDER, 0, tensor.nbytes, tensor.dtype, shape=tensor.shape, name=tensor.name or value.name
             )
-        proto = ir.serde.serialize_model(model)
+        proto = ir_serde.serialize_model(model)
     finally:
         for value, tensor in originals.values():
             value.const_value = tensor

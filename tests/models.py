@@ -632,3 +632,111 @@ def write_big_model(folder: Path) -> Path:
     path = folder / "big.onnx"
     path.write_bytes(model.SerializeToString())
     return path
+
+
+# ---- Forms other converters write (skl2onnx, onnxmltools, tf2onnx): bench/other_converters.py has the real ones.
+
+
+def zipmap_classifier(seed: int = 0, features: int = 4, classes: int = 3) -> onnx.ModelProto:
+    """skl2onnx's classifier shape: ai.onnx.ml Scaler, a float head, ArgMax label, and ZipMap's seq(map) output."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Scaler", ["X"], ["scaled"], domain="ai.onnx.ml", name="scaler",
+                         offset=[0.1] * features, scale=[2.0] * features),
+        helper.make_node("MatMul", ["scaled", "W"], ["logits_raw"], name="matmul"),
+        helper.make_node("Add", ["logits_raw", "b"], ["logits"], name="add"),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1, name="softmax"),
+        helper.make_node("ArgMax", ["probabilities"], ["label_2d"], axis=1, keepdims=1, name="argmax"),
+        helper.make_node("Reshape", ["label_2d", "flat"], ["output_label"], name="reshape"),
+        helper.make_node("ZipMap", ["probabilities"], ["output_probability"], domain="ai.onnx.ml", name="zipmap",
+                         classlabels_int64s=list(range(classes))),
+    ]  # fmt: skip
+    proba = onnx.ValueInfoProto(
+        name="output_probability",
+        type=helper.make_sequence_type_proto(
+            helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+        ),
+    )
+    return make_model(
+        nodes,
+        [vi("X", TensorProto.FLOAT, [None, features])],
+        [vi("output_label", TensorProto.INT64, [None]), proba],
+        [
+            init("W", rng.standard_normal((features, classes)).astype(np.float32)),
+            init("b", rng.standard_normal(classes).astype(np.float32)),
+            init("flat", np.array([-1], np.int64)),
+        ],
+        opset=15,
+        extra_opsets=[("ai.onnx.ml", 1)],
+    )
+
+
+def float64_regressor(features: int = 4) -> onnx.ModelProto:
+    """skl2onnx's export of an estimator trained on float64 data: a float64 graph, no float32 tensor at all."""
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["xw"], name="matmul"),
+        helper.make_node("Add", ["xw", "b"], ["variable"], name="add"),
+    ]
+    return make_model(
+        nodes,
+        [vi("X", TensorProto.DOUBLE, [None, features])],
+        [vi("variable", TensorProto.DOUBLE, [None, 1])],
+        [init("W", rng.standard_normal((features, 1))), init("b", np.array([0.5]))],
+        opset=13,
+    )
+
+
+def string_and_float_inputs(features: int = 3) -> onnx.ModelProto:
+    """A ColumnTransformer-like export: a string column label-encoded beside float columns, then a float head."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("LabelEncoder", ["cat"], ["code"], domain="ai.onnx.ml", name="encode",
+                         keys_strings=["red", "green", "blue"], values_int64s=[0, 1, 2], default_int64=-1),
+        helper.make_node("Cast", ["code"], ["code_f"], to=TensorProto.FLOAT, name="code_to_float"),
+        helper.make_node("Concat", ["code_f", "num"], ["both"], axis=1, name="concat"),
+        helper.make_node("MatMul", ["both", "W"], ["h"], name="matmul"),
+        helper.make_node("Tanh", ["h"], ["y"], name="tanh"),
+    ]  # fmt: skip
+    return make_model(
+        nodes,
+        [vi("cat", TensorProto.STRING, [None, 1]), vi("num", TensorProto.FLOAT, [None, features])],
+        [vi("y", TensorProto.FLOAT, [None, 2])],
+        [init("W", rng.standard_normal((features + 1, 2)).astype(np.float32))],
+        opset=15,
+        extra_opsets=[("ai.onnx.ml", 2)],
+    )
+
+
+def string_feeds(n: int = 4, rows: int = 5) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    colours = np.array(["red", "green", "blue", "black"], dtype=object)
+    return [
+        {"cat": rng.choice(colours, size=(rows, 1)), "num": rng.standard_normal((rows, 3)).astype(np.float32)}
+        for _ in range(n)
+    ]
+
+
+def old_opset_mlp(width: int = 8) -> onnx.ModelProto:
+    """onnxmltools' LightGBM export versions: IR 4, default opset 8 (before Where, opset 9), ai.onnx.ml 1."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("MatMul", ["input", "W1"], ["h1"], name="matmul1"),
+        helper.make_node("Add", ["h1", "b1"], ["a1"], name="add1"),
+        helper.make_node("Relu", ["a1"], ["r1"], name="relu1"),
+        helper.make_node("MatMul", ["r1", "W2"], ["variable"], name="matmul2"),
+    ]
+    model = make_model(
+        nodes,
+        [vi("input", TensorProto.FLOAT, [None, width])],
+        [vi("variable", TensorProto.FLOAT, [None, 1])],
+        [
+            init("W1", rng.standard_normal((width, width)).astype(np.float32)),
+            init("b1", rng.standard_normal(width).astype(np.float32)),
+            init("W2", rng.standard_normal((width, 1)).astype(np.float32)),
+        ],
+        opset=8,
+        extra_opsets=[("ai.onnx.ml", 1)],
+    )
+    model.ir_version = 4
+    return model
