@@ -56,12 +56,11 @@ import onnx
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-for _path in (str(REPO_ROOT), str(BENCH_DIR)):  # this checkout's package, and the bench helpers beside this script
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+if str(REPO_ROOT) not in sys.path:  # run as `python bench/other_converters.py`: this checkout's package and `bench`
+    sys.path.insert(0, str(REPO_ROOT))
 
-import real_models as rm  # noqa: E402  (bench/ is not a package: path set above)
-from bench_env import count_op, environment  # noqa: E402
+from bench import real_models as rm  # noqa: E402  (after the path is set)
+from bench.bench_env import count_op, environment  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 PRODUCERS = ("skl2onnx", "onnxmltools", "tf2onnx")

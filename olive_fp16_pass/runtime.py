@@ -159,9 +159,14 @@ class SessionFactory:
         self.created = 0
         self.providers_seen: set[str] = set()
 
-    def session(self, model: onnx.ModelProto | ir.Model | bytes | str, *, emulation: bool) -> ort.InferenceSession:
+    def session(
+        self, model: onnx.ModelProto | ir.Model | bytes | str, *, emulation: bool, threads: int | None = None
+    ) -> ort.InferenceSession:
+        """`threads`: onnxruntime's intra-op threads (None: its default, one per core)."""
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
         if emulation:
             # Graph optimizations could fold the rounding Cast pairs that make the emulation.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
