@@ -134,6 +134,8 @@ def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -
                 f"unknown: {unknown or '-'}; model inputs: {sorted(inputs)})"
             )
         for name, value in inputs.items():
+            if value.type.WhichOneof("value") != "tensor_type":  # a map or sequence input: onnxruntime checks it
+                continue
             array = np.asarray(feed[name])
             tensor_type = value.type.tensor_type
             dims = tensor_type.shape.dim
@@ -259,8 +261,8 @@ class _Search:
         if self.switch_session is None:
             self.switch_session = self.sessions.session(self.switchable.model, emulation=True, threads=self.threads())
         typed = self._typed_feeds(feeds)[select]
-        if any(value.dtype.kind in "OSU" for feed in typed for value in feed.values()):
-            # Strings (a scikit-learn pipeline's text or category column): I/O binding refuses them.
+        if any(not isinstance(v, np.ndarray) or v.dtype.kind in "OSU" for feed in typed for v in feed.values()):
+            # Strings (a scikit-learn pipeline's text or category column), maps: I/O binding refuses them.
             gates, classified = self.switchable.gates(self.base, forced)
             gate_feed = self.switchable.gate_feed(gates)
             runs = [[tensor_view(o) for o in self.switch_session.run(names, {**gate_feed, **feed})] for feed in typed]
@@ -289,9 +291,14 @@ class _Search:
         float32 model's); other inputs keep their dtype (a float64 model takes float64)."""
         key = id(feeds)
         if getattr(self, "_typed_key", None) != key:
-            float32 = {i.name for i in self.proto.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+            inputs = self.proto.graph.input
+            float32 = {i.name for i in inputs if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+            tensors = {i.name for i in inputs if i.type.WhichOneof("value") == "tensor_type"}
             self._typed = [
-                {k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) for k, v in feed.items()}
+                {
+                    k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) if k in tensors else v
+                    for k, v in feed.items()
+                }
                 for feed in feeds
             ]
             self._typed_key = key

@@ -740,3 +740,26 @@ def old_opset_mlp(width: int = 8) -> onnx.ModelProto:
     )
     model.ir_version = 4
     return model
+
+
+def dict_vectorizer_model() -> onnx.ModelProto:
+    """skl2onnx's DictVectorizer pipeline: a map(string, float) graph input, vectorised, then a float head."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("DictVectorizer", ["input"], ["features"], domain="ai.onnx.ml", name="vectorize",
+                         string_vocabulary=["a", "b", "c"]),
+        helper.make_node("MatMul", ["features", "W"], ["h"], name="matmul"),
+        helper.make_node("Tanh", ["h"], ["y"], name="tanh"),
+    ]  # fmt: skip
+    features = onnx.ValueInfoProto(
+        name="input",
+        type=helper.make_map_type_proto(TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, [])),
+    )
+    return make_model(
+        nodes,
+        [features],
+        [vi("y", TensorProto.FLOAT, [None, 2])],
+        [init("W", rng.standard_normal((3, 2)).astype(np.float32))],
+        opset=15,
+        extra_opsets=[("ai.onnx.ml", 1)],
+    )
