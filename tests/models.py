@@ -763,3 +763,33 @@ def dict_vectorizer_model() -> onnx.ModelProto:
         opset=15,
         extra_opsets=[("ai.onnx.ml", 1)],
     )
+
+
+def scan_cancellation_model(steps: int = 6, width: int = 8) -> onnx.ModelProto:
+    """A Scan whose body cancels (x + 3000 - 3000, outer-scope constant): float16 in the body loses the values.
+
+    scikit-learn's GaussianProcessRegressor export computes its distances in a Scan body the same way."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["x_t", "big"], ["shifted"], name="body_add"),
+            helper.make_node("Sub", ["shifted", "big"], ["back"], name="body_sub"),
+            helper.make_node("Identity", ["state_in"], ["state_out"], name="body_state"),
+        ],
+        "body",
+        [vi("state_in", TensorProto.FLOAT, [width]), vi("x_t", TensorProto.FLOAT, [width])],
+        [vi("state_out", TensorProto.FLOAT, [width]), vi("back", TensorProto.FLOAT, [width])],
+    )
+    nodes = [
+        helper.make_node("Scan", ["state0", "x"], ["state", "scanned"], body=body, num_scan_inputs=1, name="scan"),
+        helper.make_node("Mul", ["scanned", "gain"], ["y"], name="gain_mul"),
+    ]
+    return make_model(
+        nodes,
+        [vi("x", TensorProto.FLOAT, [steps, width])],
+        [vi("y", TensorProto.FLOAT, [steps, width])],
+        [
+            init("state0", np.zeros(width, np.float32)),
+            init("big", np.float32(3000.0)),
+            init("gain", np.float32(2.0)),
+        ],
+    )

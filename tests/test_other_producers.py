@@ -18,6 +18,7 @@ from tests.models import (
     dict_vectorizer_model,
     float64_regressor,
     old_opset_mlp,
+    scan_cancellation_model,
     string_and_float_inputs,
     string_feeds,
     zipmap_classifier,
@@ -135,3 +136,20 @@ def test_map_input_converts_and_mixed_precision_feeds_it_as_a_dict():
     assert {d.node: d.precision.value for d in result.report.decisions}["matmul"] == "fp16"
     got = run_session(all_optimizations_session(result.model), data[1])[0]
     np.testing.assert_allclose(got.astype(np.float32), expected, atol=1e-2)
+
+
+def test_mixed_precision_keeps_a_scan_body_in_float32_when_its_accuracy_needs_it():
+    """The search forces main-graph nodes; forcing a Scan (float32 at its interface anyway) did not reach its
+    body, so no candidate met the criteria and even the "all float32" fallback ran the body in float16."""
+    model = scan_cancellation_model()
+    data = [{"x": np.random.default_rng(i).uniform(-0.1, 0.1, (6, 8)).astype(np.float32)} for i in range(4)]
+    result = fp16.auto_mixed_precision(
+        model, data, rtol=None, atol=None, max_abs=1e-3, keep_io_types=True, progress=False
+    )
+    assert result.report.search["criteria_met"]
+    decisions = {d.node: d for d in result.report.decisions}
+    assert decisions["body_add"].precision.value == "fp32" and decisions["body_sub"].precision.value == "fp32"
+    assert decisions["gain_mul"].precision.value == "fp16"  # found by the search, not the all-float32 fallback
+    expected = session(model).run(None, data[3])[0]
+    got = all_optimizations_session(result.model).run(None, data[3])[0]
+    np.testing.assert_allclose(got, expected, atol=1e-3)
