@@ -53,6 +53,7 @@ from olive_fp16_pass.runtime import (
     ValidationBackend,
     choose_backend,
     run_session,
+    tensor_view,
 )
 from olive_fp16_pass.sentinels import Sentinel, ValueStats, activation_sentinel
 from olive_fp16_pass.switchable import SwitchableEmulation, release_external
@@ -262,7 +263,8 @@ class _Search:
             # Strings (a scikit-learn pipeline's text or category column): I/O binding refuses them.
             gates, classified = self.switchable.gates(self.base, forced)
             gate_feed = self.switchable.gate_feed(gates)
-            return [self.switch_session.run(names, {**gate_feed, **feed}) for feed in typed], classified
+            runs = [[tensor_view(o) for o in self.switch_session.run(names, {**gate_feed, **feed})] for feed in typed]
+            return runs, classified
         key = (frozenset(forced), id(self.switch_session))
         if getattr(self, "_bound_key", None) != key:
             gates, classified = self.switchable.gates(self.base, forced)
@@ -278,7 +280,7 @@ class _Search:
             for name in names:
                 binding.bind_output(name)
             self.switch_session.run_with_iobinding(binding)
-            runs.append(binding.copy_outputs_to_cpu())
+            runs.append([tensor_view(o) for o in binding.copy_outputs_to_cpu()])
             binding.clear_binding_outputs()
         return runs, classified
 
