@@ -241,3 +241,17 @@ def test_license_is_the_one_pyproject_declares():
     assert project["license"] == {"text": "MIT"}
     text = (REPO / "LICENSE").read_text()
     assert text.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in text
+
+
+def test_readme_ci_job_installs_the_olive_extra_its_pipeline_needs():
+    """The README's GitHub Actions job runs examples/pipeline.py, which runs `olive run`: its install step must
+    bring Olive (the core extra alone does not), and since every `run:` step is a new shell, a venv made by
+    scripts/setup_env.sh must be used by path, not through an activation of an earlier step."""
+    readme = (REPO / "README.md").read_text()
+    job = re.search(r"^```yaml\n(.*?)^```", readme, re.MULTILINE | re.DOTALL).group(1)
+    steps = re.findall(r"- run: (.*)", job)
+    pipeline = next(k for k, step in enumerate(steps) if "examples/pipeline.py" in step)
+    installs = [k for k, step in enumerate(steps[:pipeline]) if "setup_env.sh olive," in step or ".[olive," in step]
+    assert installs, f"no step before the pipeline installs the olive extra: {steps[:pipeline]}"
+    if "setup_env.sh" in steps[installs[-1]]:
+        assert steps[pipeline].startswith(".venv/bin/python "), steps[pipeline]
