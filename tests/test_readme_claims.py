@@ -121,3 +121,14 @@ def test_feeds_written_by_my_model_data_are_read_by_the_command_line(tmp_path):
     lines = compared.stdout.split("largest increases over the inputs:\n")[1].splitlines()
     increases = [float(line.split("': ")[1].split()[0]) for line in lines if line.startswith("  #")]
     assert increases and increases == sorted(increases, reverse=True)
+
+
+@pytest.mark.parametrize("spelling", ["none", "None"])
+def test_cli_provider_none_is_no_provider_rule(tmp_path, spelling):
+    """`convert --help`: "None: no provider-specific rule"; on the command line that is `--provider none`, and the
+    report says null, not a provider named "None"."""
+    model = _two_convs(tmp_path / "m.onnx")
+    report = tmp_path / "r.json"
+    proc = cli("convert", model, "-o", tmp_path / "o.onnx", "--provider", spelling, "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["options"]["provider"] is None
