@@ -48,7 +48,9 @@ N_FEEDS = 8
 # inside the tolerance, so that only the injected spots truly need float32.
 BRANCH_SCALE = 0.5
 N_HOLDOUT = 2
-MODEL_KEYS = ("enc300", "enc1500", "denoiser", "enc300ln")
+REAL_DIR = REPO_ROOT / "tests" / "data" / "real"  # the CI's exported models, with their feeds (3 each)
+REAL_KEYS = ("gpt2_past_tiny", "bert_tiny_dynamo", "mobilenet_v3_small_w05")
+MODEL_KEYS = ("enc300", "enc1500", "denoiser", "enc300ln", *REAL_KEYS)
 
 
 @dataclass(frozen=True)
@@ -260,9 +262,24 @@ def build_all(keys: list[str] | None = None) -> list[BenchModel]:
             model = onnx.load(str(DENOISER_PATH))
             desc = "shipped U-Net denoiser (olive_fp16_pass/models/denoiser.onnx), 1x3x64x64 synthetic noisy images"
             out.append(BenchModel(key, desc, model, denoiser_feeds(), N_HOLDOUT, {}, targets=False))
+        elif key in REAL_KEYS:
+            out.append(real_model(key))
         else:
             raise ValueError(f"unknown model key {key!r}")
     return out
+
+
+def real_model(name: str) -> BenchModel:
+    """One of tests/data/real's exported models (random weights, fixed seed; see bench/real_models.py), its
+    weights loaded in memory, with its 3 stored feeds: 2 validate, 1 is held out."""
+    import json
+
+    info = json.loads((REAL_DIR / "manifest.json").read_text())["models"][name]
+    model = onnx.load(str(REAL_DIR / f"{name}.onnx"))  # external data read in: saved inline by the benchmark
+    with np.load(REAL_DIR / f"{name}.feeds.npz") as stored:
+        feeds = [{k: stored[f"{k}__{i}"] for k in info["inputs"]} for i in range(info["feeds"])]
+    desc = f"tests/data/real: {info['description']} ({info['exporter']} export), {len(feeds)} stored feeds"
+    return BenchModel(name, desc, model, feeds, 1, {}, targets=False)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,17 @@ ONNX Runtime sessions created, nodes kept in float16, and accuracy on held-out f
 
 Usage (from the repository root, in the project's venv):
 
-    python bench/amp_speed.py                                # all 4 models, 600 s per search (~6 min on 2 cores)
+    python bench/amp_speed.py                                # all 7 models, 600 s per search (~6 min on 2 cores)
     python bench/amp_speed.py --models enc300 --timeout 120  # one model, a smoke run
     python bench/amp_speed.py --runs ours-all,ours-1          # skip occ
+    python bench/amp_speed.py --repeat 3                      # fastest of 3 runs each (a loaded machine)
 
 Models (`bench/amp_models.py`): `enc300` and `enc1500` (encoder-like, ~300 and ~1,500 nodes, one overflow and
 one cancellation spot: the rows the 10x targets apply to), `denoiser` (the shipped 114-node U-Net, a small
 real model), and `enc300ln` (enc300 with the overflow flowing into a LayerNorm, which onnxconverter-common's
-converter cannot keep in float32: its search can only fail there; a separate row for that reason).
+converter cannot keep in float32: its search can only fail there; a separate row for that reason), and the
+CI's exported models of tests/data/real (`gpt2_past_tiny`, `bert_tiny_dynamo`, `mobilenet_v3_small_w05`, with
+their 3 stored feeds: 2 validate, 1 is held out).
 
 Why it is built this way:
 
@@ -40,7 +43,10 @@ Why it is built this way:
   held-out feeds and compared with the FP32 model run on the CPU execution provider.
 - Same FP16 node count: for both final models, a node of the original graph counts as float16 when ONNX shape
   inference (value_info stripped first) types one of its outputs float16; the denominator is the nodes of the
-  original graph that output a float32 tensor. Ours' own report counts are in the JSON.
+  original graph that output a float32 tensor. Ours' own report counts are in the JSON. The FLOPs share
+  weighs those nodes by `olive_fp16_pass.node_cost` estimates from one FP32 run's shapes (a CPU-side proxy for
+  GPU speed), and `Casts` counts the Cast nodes each final model adds. At equal tolerance, wherever occ's
+  result is accurate on held-out data, ours must keep at least as many nodes and FLOPs in FP16 (no slack).
 - Baseline rows (full FP16 with onnxconverter-common's plain converter, FP16 with only the injected spots kept in
   FP32, and FP32) show that the tolerance rejects full FP16 and accepts a model with only the truly sensitive
   nodes in FP32, so both searches have a real but small job.
@@ -74,12 +80,19 @@ import onnx
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-for _path in (str(REPO_ROOT), str(BENCH_DIR)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+if str(REPO_ROOT) not in sys.path:  # run as `python bench/amp_speed.py`: this checkout's package and `bench`
+    sys.path.insert(0, str(REPO_ROOT))
 
-from amp_models import MODEL_KEYS, build_all  # noqa: E402  (bench/ is not a package: path set above)
-from bench_env import environment, source_digest  # noqa: E402
+from bench.amp_models import MODEL_KEYS, build_all  # noqa: E402  (after the path is set)
+from bench.bench_env import (  # noqa: E402
+    check_choices,
+    count_op,
+    cpu_session,
+    environment,
+    machine_lines,
+    source_digest,
+    write_results,
+)
 
 MODELS = MODEL_KEYS
 RUNS = ("ours-all", "ours-1", "occ")
@@ -93,7 +106,6 @@ DEFAULT_ATOL = 2e-2
 GRACE_S = 120.0  # parent's slack over the child's timeout: loading, held-out evaluation, node counting
 TARGET_RATIO = 10.0
 DIGEST_KEY = "olive_fp16_pass (sha256 of sources)"
-TARGET_FP16_SLACK_PCT = 1.0
 FLOAT = onnx.TensorProto.FLOAT
 FLOAT16 = onnx.TensorProto.FLOAT16
 
@@ -105,13 +117,7 @@ FLOAT16 = onnx.TensorProto.FLOAT16
 
 def _session(model: onnx.ModelProto, *, optimize: bool) -> Any:
     """A CPU session; `optimize=False` for emulated models, whose rounding Cast pairs ORT could fold away."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return cpu_session(model, optimize=optimize)
 
 
 def reference_outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
@@ -193,8 +199,37 @@ def float_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if any(types.get(o) == FLOAT for o in n.output)]
 
 
-def fp16_count(original: onnx.ModelProto, final: onnx.ModelProto) -> dict[str, Any]:
-    """Which float nodes of `original` output float16 in `final` (matched by node name), measured alike for all."""
+def node_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, float]:
+    """Estimated FLOPs of each named main-graph node (olive_fp16_pass.node_cost), from the shapes of one FP32 run
+    with every node output exposed: the same weights for both tools' results."""
+    import onnxruntime as ort
+
+    from olive_fp16_pass.node_cost import node_costs
+
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    present = {o.name for o in exposed.graph.output}
+    for node in exposed.graph.node:
+        for name in node.output:
+            if name and name not in present:
+                exposed.graph.output.append(onnx.ValueInfoProto(name=name))
+                present.add(name)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    shapes = {n: np.shape(v) for n, v in zip(names, session.run(None, feed), strict=True)}
+    shapes.update({n: np.shape(v) for n, v in feed.items()})
+    labels = [node.name for node in model.graph.node]
+    return {label: cost.flops for label, cost in node_costs(model, labels, shapes).items() if label}
+
+
+def fp16_count(
+    original: onnx.ModelProto, final: onnx.ModelProto, flops: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Which float nodes of `original` output float16 in `final` (matched by node name), their share of the
+    estimated FLOPs (`flops` by node name), and the Casts `final` adds: measured alike for all."""
     candidates = float_nodes(original)
     types = _output_types(final)
     by_name = {n.name: n for n in final.graph.node}
@@ -207,10 +242,17 @@ def fp16_count(original: onnx.ModelProto, final: onnx.ModelProto) -> dict[str, A
             fp16.append(name)
         else:
             fp32.append(name)
+    flops = flops or {}
+    total = sum(flops.get(name, 0.0) for name in candidates)
+    half = sum(flops.get(name, 0.0) for name in fp16)
     return {
         "float_nodes": len(candidates),
         "fp16_nodes": len(fp16),
         "fp16_pct": 100.0 * len(fp16) / max(1, len(candidates)),
+        "flops_total": total,
+        "fp16_flops": half,
+        "fp16_flops_pct": 100.0 * half / total if total else None,
+        "casts_added": count_op(final, "Cast") - count_op(original, "Cast"),
         "fp32_node_names": fp32,
         "missing_node_names": missing,
     }
@@ -319,6 +361,9 @@ def _prepare(
                 keep_io_types=True,
                 holdout_fraction=fraction,
                 progress=False,
+                # 1.0: the tolerance occ gets. Ours defaults to 0.8 under emulation (a GPU safety margin occ has
+                # not): equal tolerance is the comparison the targets ask for.
+                emulation_margin=spec.get("emulation_margin", 1.0),
             )
             final = result.model  # serialized lazily from onnx-ir: part of the cost of getting a ModelProto
             report = result.report
@@ -397,7 +442,7 @@ def child(spec_path: str) -> int:
         result["patch_s"] = hook.overhead_s
         result["sessions_emulated"] = hook.emulated
         result["accuracy"] = judge(final, feeds, reference, spec["n_holdout"], spec["rtol"], spec["atol"])
-        result["fp16"] = fp16_count(model, final)
+        result["fp16"] = fp16_count(model, final, spec.get("node_flops"))
     except SearchTimeout:
         assert hook is not None
         result.update(status="timeout", seconds=spec["timeout"], sessions=hook.created, patch_s=hook.overhead_s)
@@ -481,7 +526,9 @@ def run_child(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return result
 
 
-def baselines(bm: Any, reference: list[list[np.ndarray]], rtol: float, atol: float) -> list[dict[str, Any]]:
+def baselines(
+    bm: Any, reference: list[list[np.ndarray]], rtol: float, atol: float, flops: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
     """Full FP16, FP16 with only the injected spots in FP32, and FP32, judged like the searches' results.
 
     Why: they show the tolerance is meaningful (full FP16 fails it; FP32 and "only the truly sensitive nodes in
@@ -517,7 +564,7 @@ def baselines(bm: Any, reference: list[list[np.ndarray]], rtol: float, atol: flo
                         copy.deepcopy(bm.model), keep_io_types=True, node_block_list=block or None
                     )
             row["accuracy"] = judge(final, bm.feeds, reference, bm.n_holdout, rtol, atol)
-            row["fp16"] = {k: v for k, v in fp16_count(bm.model, final).items() if k != "fp32_node_names"}
+            row["fp16"] = {k: v for k, v in fp16_count(bm.model, final, flops).items() if k != "fp32_node_names"}
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         rows.append(row)
@@ -583,6 +630,8 @@ def run_rows(models: list[Any], results: dict[tuple[str, str], dict[str, Any]]) 
         "candidates",
         "FP16 nodes",
         "FP16 %",
+        "FP16 % FLOPs",
+        "Casts",
         "val tol",
         "held-out max abs err",
         "held-out tol",
@@ -612,12 +661,18 @@ def run_rows(models: list[Any], results: dict[tuple[str, str], dict[str, Any]]) 
                     "-" if candidates is None else (f"> {candidates}" if r["status"] == "timeout" else str(candidates)),
                     f"{fp16['fp16_nodes']}/{fp16['float_nodes']}" if fp16 else "-",
                     f"{fp16['fp16_pct']:.1f}" if fp16 else "-",
+                    _pct(fp16.get("fp16_flops_pct")),
+                    str(fp16["casts_added"]) if "casts_added" in fp16 else "-",
                     _yes(acc.get("validation", {}).get("tol_met")),
                     _fmt_err(acc.get("holdout", {}).get("max_abs_err")),
                     _yes(acc.get("holdout", {}).get("tol_met")),
                 ]
             )
     return header, rows
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _yes(flag: bool | None) -> str:
@@ -637,15 +692,25 @@ def targets(bm: Any, ours: dict[str, Any] | None, occ: dict[str, Any] | None) ->
     fp16_ours = (ours or {}).get("fp16")
     fp16_occ = (occ or {}).get("fp16")
     out["fp16_pct_ours_minus_occ"] = fp16_ours["fp16_pct"] - fp16_occ["fp16_pct"] if fp16_ours and fp16_occ else None
+    flops_ours = (fp16_ours or {}).get("fp16_flops_pct")
+    flops_occ = (fp16_occ or {}).get("fp16_flops_pct")
+    out["fp16_flops_pct_ours_minus_occ"] = (
+        flops_ours - flops_occ if flops_ours is not None and flops_occ is not None else None
+    )
     holdout_ok = _ok(ours) and bool(ours.get("accuracy", {}).get("holdout", {}).get("tol_met")) if ours else False
+    # The FP16 comparison counts only where occ's own result is accurate (issue 10.3): at equal tolerance, ours
+    # must keep at least as many nodes and FLOPs in FP16.
+    occ_accurate = _ok(occ) and bool(occ.get("accuracy", {}).get("holdout", {}).get("tol_met"))
+    diff_nodes, diff_flops = out["fp16_pct_ours_minus_occ"], out["fp16_flops_pct_ours_minus_occ"]
     checks = {
         "time >= 10x": None if t_net is None else t_net >= TARGET_RATIO,
         "sessions >= 10x": None if s_r is None else s_r >= TARGET_RATIO,
-        "FP16 nodes >= occ - 1%": None
-        if out["fp16_pct_ours_minus_occ"] is None
-        else out["fp16_pct_ours_minus_occ"] >= -TARGET_FP16_SLACK_PCT,
+        "FP16 nodes >= occ": None if diff_nodes is None or not occ_accurate else diff_nodes >= -1e-9,
+        "FP16 FLOPs >= occ": None if diff_flops is None or not occ_accurate else diff_flops >= -1e-9,
         "held-out tol met": holdout_ok,
     }
+    if not bm.targets:  # small models: the speed targets do not apply, the FP16 ones do
+        checks = {k: v for k, v in checks.items() if not k.endswith("10x")}
     # A ratio below 10x from a timed-out occ is a lower bound, not a miss: unknown.
     for key, (value, bound) in (("time >= 10x", (t_net, t_bound)), ("sessions >= 10x", (s_r, s_bound))):
         if bound and value is not None and value < TARGET_RATIO:
@@ -681,6 +746,7 @@ def ratio_rows(models: list[Any], results: dict[tuple[str, str], dict[str, Any]]
         "net of patch",
         "sessions occ/ours",
         "FP16 % ours-occ",
+        "FP16 % FLOPs ours-occ",
         "ours held-out tol",
         "targets",
     ]
@@ -706,8 +772,9 @@ def ratio_rows(models: list[Any], results: dict[tuple[str, str], dict[str, Any]]
                     _fmt_ratio((t["time_ratio_net_of_patch"], t["lower_bound"]), failed),
                     _fmt_ratio(ratio(occ, ours, "sessions"), failed),
                     "-" if diff is None else f"{diff:+.1f}",
+                    "-" if t["fp16_flops_pct_ours_minus_occ"] is None else f"{t['fp16_flops_pct_ours_minus_occ']:+.1f}",
                     _yes(ours.get("accuracy", {}).get("holdout", {}).get("tol_met")),
-                    verdict if bm.targets else f"(n/a, small model) {verdict.lower()}",
+                    verdict if bm.targets else f"(small model: no speed target) {verdict}",
                 ]
             )
     return header, rows
@@ -844,26 +911,16 @@ def save(
         for run in ("ours-all", "ours-1")
         if (bm.key, run) in results
     }
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(_finite(payload), indent=1, default=_json_default) + "\n")
     env = payload["machine"]
     s = payload["settings"]
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     md = [
         f"# Mixed-precision search: ours vs onnxconverter-common, {payload['date']}"
         + ("" if finished else " (partial: still running)"),
         "",
         f"Command: `{payload['command']}`  ",
-        f"Machine: {env['platform']}, {env['cpu_count']} CPUs ({env['affinity_cpus']} usable, shared), "
-        f"Python {env['python']}, load average at start {', '.join(f'{x:.2f}' for x in env['load_avg_at_start'])}"
-        + (
-            f", at end {', '.join(f'{x:.2f}' for x in payload['load_avg_at_end'])}"
-            if "load_avg_at_end" in payload
-            else ""
-        )
-        + "  ",
-        f"Versions: {versions}  ",
-        f"Tolerance (both): allclose rtol={s['rtol']:g}, atol={s['atol']:g}; keep_io_types=True (both); "
+        *machine_lines(env, payload.get("load_avg_at_end")),
+        f"Tolerance (both): allclose rtol={s['rtol']:g}, atol={s['atol']:g} (ours: emulation_margin="
+        f"{s.get('emulation_margin', 0.8):g}); keep_io_types=True (both); "
         f"timeout {s['timeout_s']:g} s per search, each search in its own process; times cover the search call "
         "only (ours: `auto_mixed_precision(...).model`), not imports or loading.",
         "",
@@ -872,8 +929,11 @@ def save(
         "provider's float32 compute; `patch s` is the time spent in that wrapper, and `net of patch` subtracts it "
         "from occ's time. Sessions: every `onnxruntime.InferenceSession` built during the search call. "
         "FP16 nodes: nodes of the original graph whose outputs ONNX shape inference types float16 in the final "
-        "model, over nodes that output float32 originally (same measure for both). Held-out: the 2 last feeds, "
-        "never seen by either search, run with float16 storage emulated and compared with FP32 on the CPU.",
+        "model, over nodes that output float32 originally (same measure for both); `FP16 % FLOPs`: their share "
+        "of the estimated FLOPs (`olive_fp16_pass.node_cost`, shapes of one FP32 run); `Casts`: Cast nodes the "
+        "final model adds. Held-out: the last feeds (2; 1 for the tests/data/real models), never seen by either "
+        "search, run with float16 storage emulated and compared with FP32 on the CPU."
+        + (f" Each search ran {s['repeat']} times; the fastest run is shown." if s.get("repeat", 1) > 1 else ""),
         "",
         "Models: " + "; ".join(f"`{bm.key}` ({len(bm.model.graph.node)} nodes): {bm.description}" for bm in models),
         "",
@@ -881,8 +941,9 @@ def save(
         "",
         render_markdown(*tables["runs"]),
         "",
-        "## Ratios and targets (>= 10x time and sessions, FP16 nodes >= occ - 1 point, held-out tolerance met; "
-        "targets apply to the encoder models, a few hundred nodes or more)",
+        "## Ratios and targets (>= 10x time and sessions on the encoder models, a few hundred nodes or more; on "
+        "every model where occ's result meets the tolerance on held-out data, FP16 nodes and FP16 FLOPs >= occ's; "
+        "held-out tolerance met)",
         "",
         render_markdown(*tables["ratios"]),
         "",
@@ -900,7 +961,7 @@ def save(
     failures = failure_lines(models, results)
     if failures:
         md += ["", "## Failures and misses", "", "```", *failures, "```"]
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+    write_results(stem, _finite(payload), md, default=_json_default)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -908,16 +969,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS), help=",".join(MODELS))
     parser.add_argument("--runs", type=lambda s: s.split(","), default=list(RUNS), help=",".join(RUNS))
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per search (default 600)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run each search N times (own process each), keep the fastest"
+    )
+    parser.add_argument(
+        "--emulation-margin",
+        type=float,
+        default=1.0,
+        help="ours' emulation_margin (default 1.0: the same tolerance as occ; the library's default is 0.8)",
+    )
     parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
     parser.add_argument("--atol", type=float, default=DEFAULT_ATOL)
     parser.add_argument(
         "--out", type=Path, default=None, help="result path without suffix (default bench/results/<date>-amp_speed)"
     )
     args = parser.parse_args(argv)
-    for name, allowed in (("models", MODELS), ("runs", RUNS)):
-        unknown = set(getattr(args, name)) - set(allowed)
-        if unknown:
-            parser.error(f"--{name}: unknown {sorted(unknown)}; choose from {','.join(allowed)}")
+    check_choices(parser, args, {"models": MODELS, "runs": RUNS})
     return args
 
 
@@ -937,6 +1004,8 @@ def main(argv: list[str] | None = None) -> int:
             "atol": args.atol,
             "keep_io_types": True,
             "timeout_s": args.timeout,
+            "repeat": args.repeat,
+            "emulation_margin": args.emulation_margin,
         },
         "machine": env,
     }
@@ -956,7 +1025,8 @@ def main(argv: list[str] | None = None) -> int:
             data_path = workdir / f"{bm.key}.pkl"
             with open(data_path, "wb") as f:
                 pickle.dump((bm.feeds, reference), f)
-            base[bm.key] = baselines(bm, reference, args.rtol, args.atol)
+            flops = node_flops(bm.model, bm.feeds[0])
+            base[bm.key] = baselines(bm, reference, args.rtol, args.atol, flops)
             for row in base[bm.key]:
                 acc = row.get("accuracy", {})
                 print(
@@ -975,9 +1045,17 @@ def main(argv: list[str] | None = None) -> int:
                 "rtol": args.rtol,
                 "atol": args.atol,
                 "timeout": args.timeout,
+                "node_flops": flops,
+                "emulation_margin": args.emulation_margin,
             }
             for run in args.runs:
-                r = run_child({**spec, "run": run}, workdir)
+                # --repeat: the fastest of N runs (each its own process; the others are kept in the JSON), as
+                # load from other processes on a shared machine only ever adds time.
+                tries = [run_child({**spec, "run": run}, workdir) for _ in range(args.repeat)]
+                ok = [t for t in tries if _ok(t)]
+                r = min(ok, key=lambda t: t["seconds"]) if ok else tries[-1]
+                if args.repeat > 1:
+                    r["repeats_seconds"] = [t.get("seconds") for t in tries]
                 results[(bm.key, run)] = r
                 fp16 = r.get("fp16", {})
                 acc = r.get("accuracy", {})

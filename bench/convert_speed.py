@@ -43,10 +43,17 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
+if str(REPO_ROOT) not in sys.path:  # run as `python bench/convert_speed.py`: this checkout's package and `bench`
+    sys.path.insert(0, str(REPO_ROOT))
 
-from bench_env import count_op, environment, source_digest  # noqa: E402  (bench/ is not a package: path set above)
+from bench.bench_env import (  # noqa: E402  (after the path is set)
+    check_choices,
+    count_op,
+    environment,
+    machine_lines,
+    source_digest,
+    write_results,
+)
 
 RESULTS_DIR = BENCH_DIR / "results"
 TOOLS = ("ours", "occ", "ort")
@@ -452,17 +459,12 @@ def save(
         "table": {"header": header, "rows": rows},
         "runs": [asdict(r) for r in runs],
     }
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     notes = list(problems(runs))
     md = [
         f"# Float16 conversion speed, {payload['date']}" + ("" if finished else " (partial: still running)"),
         "",
         f"Command: `{payload['command']}`  ",
-        f"Machine: {env['platform']}, {env['cpu_count']} CPUs ({env['affinity_cpus']} usable, shared), "
-        f"Python {env['python']}, load average at start {', '.join(f'{x:.2f}' for x in env['load_avg_at_start'])}  ",
-        f"Versions: {versions}  ",
+        *machine_lines(env),
         f"Timeout {args.timeout:g} s per run; best of {args.repeat}; each run in its own process; the time covers "
         "the conversion call only (ours: `convert_float16(...).model`, ort: `OnnxModel(...)` + "
         "`convert_float_to_float16(use_symbolic_shape_infer=False)`), not loading the model.  ",
@@ -480,7 +482,7 @@ def save(
     ]
     if notes:
         md += ["", "Problems:", "", *(f"- {line}" for line in notes)]
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+    write_results(stem, payload, md)
 
 
 def ours_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -531,18 +533,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
     if args.timeout is None:
         args.timeout = 60.0 if args.quick else 300.0
-    for name, allowed in (("tools", TOOLS), ("cases", CASES)):
-        unknown = set(getattr(args, name)) - set(allowed)
-        if unknown:
-            parser.error(f"--{name}: unknown {sorted(unknown)}; choose from {','.join(allowed)}")
+    check_choices(parser, args, {"tools": TOOLS, "cases": CASES})
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(BENCH_DIR))
     import onnx
-    from synthetic import build_graph, half_block_list
+
+    from bench.synthetic import build_graph, half_block_list
 
     started = dt.datetime.now()
     stem = args.out or RESULTS_DIR / f"{started.date().isoformat()}-convert_speed{'-quick' if args.quick else ''}"

@@ -76,12 +76,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 CI_DATA_DIR = REPO_ROOT / "tests" / "data" / "real"
-for _path in (str(REPO_ROOT), str(BENCH_DIR)):  # this checkout's package, and the bench helpers beside this script
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+if str(REPO_ROOT) not in sys.path:  # run as `python bench/real_models.py`: this checkout's package and `bench`
+    sys.path.insert(0, str(REPO_ROOT))
 
-from amp_speed import fp16_count  # noqa: E402  (bench/ is not a package: path set above)
-from bench_env import count_op, environment  # noqa: E402
+from bench.amp_speed import fp16_count  # noqa: E402  (after the path is set)
+from bench.bench_env import count_op, environment  # noqa: E402
 
 EXPORTERS = ("torchscript", "dynamo")
 TOOLS = ("ours", "occ", "ort")

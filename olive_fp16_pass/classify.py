@@ -20,7 +20,14 @@ import onnx_ir as ir
 from olive_fp16_pass.element_types import ElementTypes
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import CustomRule, ForcedDecision, NodeDecision, Precision, PrecisionPlan
+from olive_fp16_pass.precision_plan import (
+    OVERRULABLE,
+    CustomRule,
+    ForcedDecision,
+    NodeDecision,
+    Precision,
+    PrecisionPlan,
+)
 from olive_fp16_pass.rules import (
     RULES,
     Decision,
@@ -63,6 +70,8 @@ class ClassifyResult:
     rules: tuple[NodeRule, ...] = RULES
     context: ModelContext | None = None
     node_ids: dict[str, list[int]] = field(default_factory=dict)  # label -> ids of the nodes with that label
+    # node id -> (input, output) float16 slots of float32 nodes whose rule the search may overrule (OVERRULABLE)
+    overrulable: dict[int, tuple[frozenset[int], frozenset[int]]] = field(default_factory=dict)
 
 
 def classify(
@@ -118,6 +127,8 @@ def classify_base(
         )
         result.positions[key] = position
         result.node_ids.setdefault(labels[key], []).append(key)
+        if decision.rule in OVERRULABLE and decision.precision is Precision.FP32 and not _reads_overflow(node_context):
+            result.overrulable[key] = node_context.fp16_slots()
         if decision.precision is Precision.FP16:
             result.node_slots[key], result.output_slots[key] = node_context.fp16_slots()
             if decision.clamped:
@@ -125,6 +136,16 @@ def classify_base(
                 for value, weight in decision.clamped:
                     result.clamped[id(value)] = weight
     return result
+
+
+def _reads_overflow(context: NodeContext) -> bool:
+    """Whether a constant input is beyond float16's range (a sentinel aside): such a node stays float32."""
+    ranges = context.model.ranges
+    for _, value in context.inputs:
+        weight = ranges.of(value)
+        if weight is not None and weight.overflows and weight.sentinel is None:
+            return True
+    return False
 
 
 def first_answer(chain: list[tuple[int, NodeRule]], node: ir.Node, context: NodeContext) -> tuple[int, Decision]:
@@ -154,11 +175,20 @@ def with_forced(base: ClassifyResult, forced: Mapping[str, ForcedDecision]) -> C
         base.rules,
         base.context,
         base.node_ids,
+        base.overrulable,
     )
     unclamped = False
     decisions = result.plan.decisions
     for label, record in forced.items():
         for node_id in base.node_ids.get(label, ()):
+            if record.precision is Precision.FP16:  # over a precision rule only (OVERRULABLE), never another
+                if node_id in base.overrulable:
+                    old = decisions[node_id]
+                    decisions[node_id] = NodeDecision(
+                        old.node, old.op_type, old.domain, old.graph, Precision.FP16, record.rule, record.detail
+                    )
+                    result.node_slots[node_id], result.output_slots[node_id] = base.overrulable[node_id]
+                continue
             if base.positions[node_id] < forced_position:
                 continue  # decided by a rule that comes before the search's
             old = decisions[node_id]

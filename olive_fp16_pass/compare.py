@@ -18,6 +18,8 @@ import numpy as np
 from olive_fp16_pass.errors import OptionError
 
 CRITERIA = ("rtol", "atol", "max_abs", "mean_abs", "p999_abs", "min_cosine", "min_psnr")
+# Violations that hold on any superset of the samples: a validation may stop at the first feed that shows one.
+LASTING = frozenset({"nonfinite", "allclose", "max_abs"})
 
 
 @dataclass
@@ -144,25 +146,38 @@ class Criteria:
 
     def check(self, errors: dict[str, OutputError]) -> list[str]:
         """The violated criteria, as readable strings; empty when every output passes."""
+        return [message for _, message in self._violations(errors)]
+
+    def lasting_failures(self, errors: dict[str, OutputError]) -> list[str]:
+        """The violations that more samples cannot undo: NaN/Inf where float32 is finite, an element outside
+        allclose, an error above max_abs (mean_abs, p999_abs, cosine and PSNR are statistics of all samples)."""
+        return [message for kind, message in self._violations(errors) if kind in LASTING]
+
+    def _violations(self, errors: dict[str, OutputError]) -> list[tuple[str, str]]:
         failures = []
         for name, error in errors.items():
             limits = self.for_output(name)
             if error.nonfinite:
-                failures.append(f"{name}: {error.nonfinite} NaN/Inf values where float32 is finite")
+                failures.append(("nonfinite", f"{name}: {error.nonfinite} NaN/Inf values where float32 is finite"))
             if error.reference_mismatch:
-                failures.append(f"{name}: {error.reference_mismatch} values differ in kind where float32 is NaN/Inf")
+                failures.append(
+                    ("nonfinite", f"{name}: {error.reference_mismatch} values differ in kind where float32 is NaN/Inf")
+                )
             if ("rtol" in limits or "atol" in limits) and error.allclose_violation > 0:
                 failures.append(
-                    f"{name}: not allclose(rtol={limits.get('rtol', 0)}, atol={limits.get('atol', 0)}), "
-                    f"max excess {error.allclose_violation:.3g}"
+                    (
+                        "allclose",
+                        f"{name}: not allclose(rtol={limits.get('rtol', 0)}, atol={limits.get('atol', 0)}), "
+                        f"max excess {error.allclose_violation:.3g}",
+                    )
                 )
-            for key, attr in (("max_abs", "max_abs"), ("mean_abs", "mean_abs"), ("p999_abs", "p999_abs")):
-                if key in limits and not getattr(error, attr) <= limits[key]:
-                    failures.append(f"{name}: {key} {getattr(error, attr):.4g} > {limits[key]:g}")
+            for key in ("max_abs", "mean_abs", "p999_abs"):
+                if key in limits and not getattr(error, key) <= limits[key]:
+                    failures.append((key, f"{name}: {key} {getattr(error, key):.4g} > {limits[key]:g}"))
             if "min_cosine" in limits and not error.cosine >= limits["min_cosine"]:
-                failures.append(f"{name}: cosine {error.cosine:.6f} < {limits['min_cosine']:g}")
+                failures.append(("min_cosine", f"{name}: cosine {error.cosine:.6f} < {limits['min_cosine']:g}"))
             if "min_psnr" in limits and not error.psnr >= limits["min_psnr"]:
-                failures.append(f"{name}: PSNR {error.psnr:.2f} dB < {limits['min_psnr']:g} dB")
+                failures.append(("min_psnr", f"{name}: PSNR {error.psnr:.2f} dB < {limits['min_psnr']:g} dB"))
         return failures
 
     def tightened(self, fraction: float) -> Criteria:

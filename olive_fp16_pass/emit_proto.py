@@ -45,11 +45,16 @@ class _ProtoGraphs:
         self.graphs[id(graph)] = proto_graph
         for node, proto_node in zip(graph, proto_graph.node, strict=True):
             self.nodes[id(node)] = proto_node
-            for attr in proto_node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    self._map(node.attributes[attr.name].value, attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for sub, proto_sub in zip(node.attributes[attr.name].value, attr.graphs, strict=True):
+            if not node.attributes:  # read onnx-ir's attributes: touching the protobuf ones makes objects
+                continue
+            for name, attr in node.attributes.items():
+                if attr.type not in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+                    continue
+                proto_attr = next(a for a in proto_node.attribute if a.name == name)
+                if attr.type == ir.AttributeType.GRAPH:
+                    self._map(attr.value, proto_attr.g)
+                else:
+                    for sub, proto_sub in zip(attr.value, proto_attr.graphs, strict=True):
                         self._map(sub, proto_sub)
 
     @staticmethod

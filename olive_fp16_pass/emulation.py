@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from olive_fp16_pass import element_types
+from olive_fp16_pass import element_types, ir_serde
 from olive_fp16_pass.graph_edit import F16, F32, FreshNames, OutputSlots, Placement, insert_rounding, redirect
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.precision_edits import DTYPE_ATTR_OPS
@@ -26,7 +26,7 @@ def _to_f32(tensor: ir.TensorProtocol) -> ir.Tensor:
 
 def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
     """A float32 model computing what `model` computes with float16 storage; inputs/outputs become float32."""
-    ir_model = ir.serde.deserialize_model(model)
+    ir_model = ir_serde.deserialize_model(model)
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
     main = ir_model.graph
@@ -71,4 +71,4 @@ def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
                 value.type = ir.TensorType(F32)
     if "" not in ir_model.opset_imports and "ai.onnx" not in ir_model.opset_imports:
         ir_model.opset_imports[""] = 13  # the rounding Casts need the default domain
-    return ir.serde.serialize_model(ir_model)
+    return ir_serde.serialize_model(ir_model)

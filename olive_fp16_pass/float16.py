@@ -18,7 +18,7 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
-from olive_fp16_pass import cuda_kernels, element_types
+from olive_fp16_pass import cuda_kernels, element_types, ir_serde
 from olive_fp16_pass.convert import apply_emulation, write_ir
 from olive_fp16_pass.emit_proto import write_proto
 from olive_fp16_pass.errors import Float16Error
@@ -54,14 +54,14 @@ class ConversionResult:
     @property
     def ir_model(self) -> ir.Model:
         if self._ir is None:
-            self._ir = ir.serde.deserialize_model(self._proto)
+            self._ir = ir_serde.deserialize_model(self._proto)
             _drop_initializer_types(self._ir.graphs())  # else saving writes a value_info per weight
         return self._ir
 
     @property
     def model(self) -> onnx.ModelProto:
         if self._proto is None:
-            self._proto = ir.serde.serialize_model(self._ir)
+            self._proto = ir_serde.serialize_model(self._ir)
         return self._proto
 
     def save(
@@ -214,7 +214,7 @@ def convert_with_options(
         if emulate or not check_runtime or not load_check:
             return _convert(model, options, base_forced, emulate, check_runtime)
         # A repair converts again from the untouched input; an ir.Model is edited in place, so keep a copy.
-        source = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
+        source = ir_serde.serialize_model(model) if isinstance(model, ir.Model) else model
         attempts = iter([model])
 
         def convert(repairs: dict) -> ConversionResult:

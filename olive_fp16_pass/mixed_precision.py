@@ -4,15 +4,16 @@ Compared with onnxconverter-common's `auto_convert_mixed_precision`, which bisec
 (about 2k·log2(N/k) conversions and sessions for k sensitive nodes) and validates on the CPU execution
 provider (which hides float16 overflow), this search:
 1. runs the float32 model once with every tensor exposed: per-tensor ranges, and the reference outputs;
-2. validates full float16 first (the static rules only, masking sentinels converted: sentinels.py); a model
-   that is fine in float16 stops here, after one validation;
+2. validates full float16 first (the static rules only, masking sentinels converted: sentinels.py, and the
+   weight-underflow rule overruled); a model that is fine in float16 stops here, after one validation;
 3. otherwise keeps in float32, with their measured value as the reason, nodes that read or write a tensor
    beyond float16's range (with a safety margin; masking sentinels excepted) or one that is entirely
    subnormal in float16, and validates that candidate once;
 4. otherwise runs the float16 candidate once (emulated) with every tensor exposed and ranks the remaining
    nodes by the error each one adds (its output error minus its inputs' error);
 5. finds the shortest prefix of that ranking that passes (exponential then binary search, whole fusion
-   units at a time), then tries to give back to float16 the prefix nodes that were not needed;
+   units at a time), then tries to give back to float16 the prefix nodes that were not needed, the most
+   expensive first (node_cost.py: FLOPs, bytes and the Casts each return saves or adds);
 6. checks the result on held-out data that the search never saw.
 Whatever the stages pick, the result never keeps more nodes in float32 than a candidate already seen to
 pass (and load).
@@ -34,6 +35,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from olive_fp16_pass import ir_serde
 from olive_fp16_pass.activation_stats import range_decisions, sentinel_notes
 from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
@@ -41,8 +43,9 @@ from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_op
 from olive_fp16_pass.fusion_units import fusion_units
 from olive_fp16_pass.graph_edit import expose_outputs as _expose  # shared with localize.py
 from olive_fp16_pass.model_io import has_external_data, load, load_model_file, set_base_dir
+from olive_fp16_pass.node_cost import NodeCost, fp16_share, give_back_order, links_of, node_costs
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
+from olive_fp16_pass.precision_plan import OVERRULABLE, ForcedDecision, Origin, Precision, Rule
 from olive_fp16_pass.progress import progress_bar
 from olive_fp16_pass.runtime import (
     BIG_MODEL_BYTES,
@@ -73,6 +76,9 @@ def _as_float32(value) -> np.ndarray:
     return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
 
 
+# Below this many estimated FLOPs per run (node_cost.py) the gated session runs on one thread (see threads()).
+SMALL_MODEL_FLOPS = 5e7
+
 # A node whose inputs are this many times larger than its output cancels them (x + c - c): its accuracy
 # depends on the precision its inputs are stored in.
 CANCELLATION_RATIO = 8.0
@@ -89,7 +95,12 @@ class Candidate:
     failures: list[str]
     errors: dict[str, OutputError] | None
     nodes_fp32: int | None = None  # nodes (subgraphs included) the candidate runs in float32, static rules included
+    flops_fp32: float | None = None  # their estimated FLOPs (main graph, node_cost.py)
     loads: bool | None = None  # the real model loads with ORT's optimizations on (None: not checked yet)
+
+    def order(self) -> tuple[float, float]:
+        """Fewer float32 nodes first, then fewer float32 FLOPs."""
+        return (self.nodes_fp32 if self.nodes_fp32 is not None else math.inf, self.flops_fp32 or 0.0)
 
 
 def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir.Value]]:
@@ -99,7 +110,7 @@ def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir
     from olive_fp16_pass import element_types
     from olive_fp16_pass.graph_walk import GraphIndex
 
-    ir_model = ir.serde.deserialize_model(proto)
+    ir_model = ir_serde.deserialize_model(proto)
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
     labels = [index.labels[id(node)] for node in ir_model.graph]
@@ -187,12 +198,14 @@ class _Search:
         self.history: list[dict] = []
         self.passing: list[Candidate] = []  # every candidate that met the criteria on the validation feeds
         self.refine_budget = refine_budget
+        self.costs: dict[str, NodeCost] = {}  # estimated per node once the reference run gave the shapes
+        self.links: dict[str, list[tuple[str, int]]] = {}
         self.bar = progress_bar("mixed precision search", "candidate", enabled=progress)  # plain lines without tqdm
 
     # -- building and validating candidates --------------------------------------------------------------
     def fresh_ir(self) -> ir.Model:
         """A new onnx-ir copy of the source whose external tensors read from the model's folder."""
-        model = ir.serde.deserialize_model(self.proto)
+        model = ir_serde.deserialize_model(self.proto)
         if self.base_dir is not None:
             set_base_dir(model, self.base_dir)
         return model
@@ -225,20 +238,41 @@ class _Search:
         self.switchable = SwitchableEmulation(
             self.proto, expose=self.float_names, base_dir=self.base_dir, round_at_use=self.big
         )
-        self.switch_session = self.sessions.session(self.switchable.model, emulation=True)
+        self.switch_session = self.sessions.session(self.switchable.model, emulation=True, threads=self.threads())
 
-    def run_switch(self, forced, feeds, names: list[str]):
-        gates, classified = self.switchable.gates(self.base, forced)
-        gate_feed = self.switchable.gate_feed(gates)
+    def threads(self) -> int | None:
+        """One intra-op thread for the gated session of a small model: its runs last a fraction of a
+        millisecond per node, and handing each node to a thread pool cost more than the work (enc300 of
+        bench/amp_speed.py, 2 shared cores: 25-40% of the search time). Bigger models keep onnxruntime's
+        default."""
+        total = sum(cost.flops for cost in self.costs.values())
+        return 1 if total < SMALL_MODEL_FLOPS else None
+
+    def run_switch(self, forced, feeds, names: list[str], select: slice = slice(None)):
+        """Runs of the gated session for the candidate `forced` on `feeds[select]`, and its classification.
+
+        The gates of the last candidate stay bound: a validation that runs its first feed, then the others,
+        computes and binds them once."""
         # I/O binding: session.run() validates every input name in Python, 38 ms a run with the thousands of
         # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
         if self.switch_session is None:
-            self.switch_session = self.sessions.session(self.switchable.model, emulation=True)
-        binding = self.switch_session.io_binding()
-        for name, value in gate_feed.items():
-            binding.bind_cpu_input(name, value)
+            self.switch_session = self.sessions.session(self.switchable.model, emulation=True, threads=self.threads())
+        typed = self._typed_feeds(feeds)[select]
+        if any(value.dtype.kind in "OSU" for feed in typed for value in feed.values()):
+            # Strings (a scikit-learn pipeline's text or category column): I/O binding refuses them.
+            gates, classified = self.switchable.gates(self.base, forced)
+            gate_feed = self.switchable.gate_feed(gates)
+            return [self.switch_session.run(names, {**gate_feed, **feed}) for feed in typed], classified
+        key = (frozenset(forced), id(self.switch_session))
+        if getattr(self, "_bound_key", None) != key:
+            gates, classified = self.switchable.gates(self.base, forced)
+            binding = self.switch_session.io_binding()
+            for name, value in self.switchable.gate_feed(gates).items():
+                binding.bind_cpu_input(name, value)
+            self._bound_key, self._bound = key, (binding, classified)
+        binding, classified = self._bound
         runs = []
-        for feed in self._typed_feeds(feeds):
+        for feed in typed:
             for name, value in feed.items():
                 binding.bind_cpu_input(name, value)
             for name in names:
@@ -249,52 +283,72 @@ class _Search:
         return runs, classified
 
     def _typed_feeds(self, feeds) -> list[dict[str, np.ndarray]]:
-        """Feeds as float32 arrays once per list (the gated model's inputs are the float32 model's)."""
+        """Feeds as arrays once per list, float32 where the input is float32 (the gated model's inputs are the
+        float32 model's); other inputs keep their dtype (a float64 model takes float64)."""
         key = id(feeds)
         if getattr(self, "_typed_key", None) != key:
+            float32 = {i.name for i in self.proto.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
             self._typed = [
-                {
-                    k: (np.asarray(v, np.float32) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v))
-                    for k, v in feed.items()
-                }
+                {k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) for k, v in feed.items()}
                 for feed in feeds
             ]
             self._typed_key = key
         return self._typed
 
-    def validate(self, forced, feeds, reference, stage: str, *, load_check: bool = True) -> Candidate:
+    def validate(
+        self, forced, feeds, reference, stage: str, *, load_check: bool = True, early_exit: bool = True
+    ) -> Candidate:
         """Accuracy on `feeds`; with the emulated backend a passing candidate must also load for real (ORT's
-        fusions included) when `load_check` is set."""
+        fusions included) when `load_check` is set. `early_exit`: a failure on the first feed that more feeds
+        cannot undo ends the validation there (off where the report shows the errors: held-out, fallback)."""
         self.tried += 1
         self.bar.update(1)
         start = time.perf_counter()
-        nodes_fp32 = None
+        nodes_fp32 = flops_fp32 = None
         try:
             if self.backend.emulated:
-                runs, classified = self.run_switch(forced, feeds, self.output_names)
-                decisions = classified.plan.decisions.values()
-                outputs = [[_as_float32(o) for o in run] for run in runs]
+
+                def run(select: slice):
+                    runs, classified = self.run_switch(forced, feeds, self.output_names, select)
+                    return [[_as_float32(o) for o in run] for run in runs], classified.plan.decisions.values()
             else:
                 built = self.build(forced, emulate=False)
-                decisions = built.report.decisions
-                outputs = self.outputs(built.ir_model, feeds, emulation=False)
-            nodes_fp32 = sum(d.precision is Precision.FP32 for d in decisions)
-            errors = compare_outputs(self.output_names, reference, outputs, self.criteria)
-            failures = self.criteria.check(errors)
+
+                def run(select: slice):
+                    return self.outputs(built.ir_model, feeds[select], emulation=False), built.report.decisions
+
+            # The first feed alone first: a failure that more feeds cannot undo (NaN, allclose, max_abs) ends
+            # the validation there; most candidates of a search fail, most of them on every feed.
+            split = 1 if len(feeds) > 1 and early_exit else len(feeds)
+            outputs, decisions = run(slice(0, split))
+            errors = compare_outputs(self.output_names, reference[:split], outputs, self.criteria)
+            failures = self.criteria.lasting_failures(errors) if split < len(feeds) else self.criteria.check(errors)
+            if failures:
+                failures = (
+                    [f"{f} (first feed; the others not run)" for f in failures] if split < len(feeds) else failures
+                )
+            elif split < len(feeds):
+                outputs += run(slice(split, None))[0]
+                errors = compare_outputs(self.output_names, reference, outputs, self.criteria)
+                failures = self.criteria.check(errors)
+            fp32 = [d.node for d in decisions if d.precision is Precision.FP32]
+            nodes_fp32 = len(fp32)
+            flops_fp32 = sum(self.costs[label].flops for label in fp32 if label in self.costs)
             if not failures and self.backend.emulated and load_check:
                 failures = self.load_check(forced, feeds[:1])
         except Float16Error:
             raise
         except Exception as exc:  # a candidate ORT cannot load or run: rejected, the search goes on
             errors, failures = None, [f"candidate failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"]
-        candidate = Candidate(dict(forced), not failures, failures, errors, nodes_fp32)
+        candidate = Candidate(dict(forced), not failures, failures, errors, nodes_fp32, flops_fp32)
         if candidate.passed and feeds is self.feeds:
             self.passing.append(candidate)
         self.history.append(
             {
                 "stage": stage,
-                "nodes_fp32_forced": len(forced),
+                "nodes_fp32_forced": sum(record.precision is Precision.FP32 for record in forced.values()),
                 "nodes_fp32": nodes_fp32,
+                "flops_fp32": flops_fp32,
                 "passed": candidate.passed,
                 "failures": failures[:5],
                 "seconds": round(time.perf_counter() - start, 3),
@@ -363,6 +417,9 @@ class _Search:
             values = run_session(session, feed)
             by_name = dict(zip(all_names, values, strict=True))
             reference.append([np.asarray(by_name[n]) for n in self.output_names])
+            if k == 0:  # the shapes the costs are estimated from (node_cost.py)
+                self.shapes = {n: np.shape(v) for n, v in by_name.items()}
+                self.shapes.update({n: np.shape(v) for n, v in feed.items()})
             if k < RANKING_SAMPLES:
                 self.reference_tensors.append({n: np.asarray(by_name[n]) for n in names})
             for name in names:
@@ -379,6 +436,8 @@ class _Search:
             [np.asarray(v) for v in run_session(session, feed, self.output_names)] for feed in self.holdout
         ]
         self.reference_first = dict(zip(self.output_names, reference[0], strict=True))
+        self.costs = node_costs(self.proto, self.labels, self.shapes)
+        self.links = links_of(self.proto, self.labels, {n: self.shapes[n] for n in names if n in self.shapes})
         for j, name in enumerate(self.output_names):
             values = [np.asarray(run[j]) for run in reference + holdout_reference]
             floats = [v for v in values if np.issubdtype(v.dtype, np.floating) and v.size]
@@ -397,6 +456,25 @@ class _Search:
             nodes, abs_max, self.overflow_margin, is_sentinel=lambda name: self.sentinel_of(name) is not None
         )
 
+    def overrulable(self) -> dict[str, ForcedDecision]:
+        """Nodes a precision rule (weight underflow: a weight entirely subnormal in float16) keeps in float32,
+        forced to float16 for the full-float16 candidate: validation, not the rule, then decides. On a
+        MobileNetV3 export, 11 Convs with dead (1e-8) weights: 30% of the FLOPs, accurate in float16."""
+        if self.backend.emulated:
+            decisions = self.switchable.gates(self.base, {})[1].plan.decisions.values()
+        else:
+            decisions = self.build({}, emulate=False).report.decisions
+        return {
+            d.node: ForcedDecision(
+                Rule.VALIDATED_FP16,
+                f"float16 although {d.detail}: validation met the criteria with it in float16",
+                Origin.VALIDATED,
+                precision=Precision.FP16,
+            )
+            for d in decisions
+            if d.rule in OVERRULABLE and d.precision is Precision.FP32
+        }
+
     def sentinel_of(self, name: str) -> Sentinel | None:
         """The masking sentinel a tensor beyond the limit holds (recorded for the report), or None: an overflow."""
         stats = self.value_stats.get(name)
@@ -408,6 +486,18 @@ class _Search:
                 return None
             self.sentinels[name] = sentinel
         return self.sentinels[name]
+
+    def cost_summary(self, report) -> dict:
+        """Float16 share of the result by nodes and by estimated FLOPs, and its Casts."""
+        fp16 = {d.node for d in report.decisions if d.precision is Precision.FP16}
+        fp32 = {d.node for d in report.decisions if d.precision is Precision.FP32}
+        decided = len(fp16) + len(fp32)
+        return {
+            "fp16_nodes_pct": round(100.0 * len(fp16) / decided, 2) if decided else None,
+            **fp16_share(self.costs, fp16, fp32),
+            "casts_inserted": report.casts_inserted,
+            "shapes": "seen on the first validation feed",
+        }
 
     def note_sentinels(self, report) -> list[dict]:
         """Float16 nodes that read or write a sentinel tensor say so in the report (rule mask_sentinel)."""
@@ -461,6 +551,7 @@ class _Search:
             local = 0.0 if (math.isinf(e_out) and math.isinf(e_in)) else e_out - e_in
             scores.append((-local, position, label))
         scores.sort()
+        self.rank_scores = {label: -negative for negative, _, label in scores}
         producer_label = {
             o: label for node, label in zip(self.proto.graph.node, labels, strict=True) for o in node.output
         }
@@ -475,6 +566,12 @@ class _Search:
             if big_inputs and label in fp16_labels:
                 units.append({label, *(b for b in big_inputs if b in fp16_labels)})
         return [label for _, _, label in scores], units
+
+
+def _significant(value: float, digits: int = 2) -> float:
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
 
 
 def _check_search_options(overflow_margin, holdout_fraction, refine_budget, strict, progress, provider) -> None:
@@ -577,7 +674,7 @@ def auto_mixed_precision(
     else:
         # Lazily loaded: external tensors stay in their files (memory-mapped when read), so the search costs
         # about the model's size in memory, and the serialized proto only references them.
-        proto = ir.serde.serialize_model(load_model_file(model)[0])
+        proto = ir_serde.serialize_model(load_model_file(model)[0])
         if has_external_data(proto):
             base_dir = Path(model).resolve().parent
     unknown = sorted(set(criteria.per_output) - {o.name for o in proto.graph.output})
@@ -610,7 +707,9 @@ def auto_mixed_precision(
     holdout_errors = None
     holdout_failures: list[str] = []
     if holdout:
-        check = search.validate(final.forced, holdout, search.holdout_reference, "holdout", load_check=False)
+        check = search.validate(
+            final.forced, holdout, search.holdout_reference, "holdout", load_check=False, early_exit=False
+        )
         holdout_errors, holdout_failures = check.errors, check.failures
     if not final.passed and on_failure == "raise":
         raise CriteriaNotMetError(
@@ -620,6 +719,7 @@ def auto_mixed_precision(
     report = result.report
     report.notes.extend(notes)
     sentinels = search.note_sentinels(report)
+    report.cost = search.cost_summary(report)
     if holdout and holdout_failures and final.passed:
         report.warnings.append(
             "criteria met on validation data but not on held-out data: " + "; ".join(holdout_failures[:3])
@@ -643,6 +743,8 @@ def auto_mixed_precision(
         "validation_errors": {k: v.to_dict() for k, v in (final.errors or {}).items()},
         "holdout_errors": {k: v.to_dict() for k, v in (holdout_errors or {}).items()},
         "failures": final.failures,
+        # float16 share by nodes and by estimated FLOPs, Casts (node_cost.py; shapes of the first feed)
+        "cost": report.cost,
         # tensors beyond float16's range on validation data whose values only mask (sentinels.py)
         "sentinels": sentinels,
         "history": search.history,
@@ -654,9 +756,7 @@ def auto_mixed_precision(
 def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
     """The search's stages, then the guarantee: never more float32 than a passing candidate already seen."""
     chosen, notes = _stages(search)
-    better = sorted(
-        (c for c in search.passing if c.loads is not False and _fewer_fp32(c, chosen)), key=lambda c: c.nodes_fp32
-    )
+    better = sorted((c for c in search.passing if c.loads is not False and _fewer_fp32(c, chosen)), key=Candidate.order)
     for candidate in better:
         if search.backend.emulated and candidate.loads is None:
             problems = search.load_check(candidate.forced, search.feeds[:1])
@@ -672,9 +772,10 @@ def _run_search(search: _Search) -> tuple[Candidate, list[str]]:
 
 
 def _fewer_fp32(candidate: Candidate, chosen: Candidate) -> bool:
+    """Fewer float32 nodes than the pick (or as many and fewer float32 FLOPs), or the pick did not pass."""
     if candidate.nodes_fp32 is None:
         return False
-    return not chosen.passed or chosen.nodes_fp32 is None or candidate.nodes_fp32 < chosen.nodes_fp32
+    return not chosen.passed or chosen.nodes_fp32 is None or candidate.order() < chosen.order()
 
 
 def _stages(search: _Search) -> tuple[Candidate, list[str]]:
@@ -697,7 +798,7 @@ def _stages(search: _Search) -> tuple[Candidate, list[str]]:
 
     # Most aggressive first: every node float16 but for the static rules (sentinels handled). A model fine in
     # float16 stops after this one validation, whatever its measured ranges say.
-    full = search.validate({}, search.feeds, reference, "full float16", load_check=False)
+    full = search.validate(search.overrulable(), search.feeds, reference, "full float16", load_check=False)
     if full.passed:
         chosen = _loadable(search, full, reference)
         if chosen is not None:
@@ -712,11 +813,19 @@ def _stages(search: _Search) -> tuple[Candidate, list[str]]:
                 return chosen, notes
 
     ranked, cancellation = search.rank(rules, labels)
-    rank_of = {label: i for i, label in enumerate(ranked)}
     group_of = {label: set(members) for label, members in fused.items()}
     for unit in cancellation:
         for member in unit:
             group_of.setdefault(member, set()).update(unit)
+
+    # Among nodes that add about the same error (two significant digits), the one whose group (the node with
+    # the units it moves with) costs least comes first: that is what a prefix then keeps in float32.
+    def group_cost(label: str) -> float:
+        return sum(search.costs[m].weight for m in group_of.get(label, {label}) if m in search.costs)
+
+    position = {label: i for i, label in enumerate(ranked)}
+    ranked.sort(key=lambda label: (-_significant(search.rank_scores[label]), group_cost(label), position[label]))
+    rank_of = {label: i for i, label in enumerate(ranked)}
 
     def forced_for(prefix: list[str]) -> dict[str, ForcedDecision]:
         forced = dict(rules)
@@ -772,26 +881,30 @@ def _stages(search: _Search) -> tuple[Candidate, list[str]]:
                 everything.setdefault(
                     label, ForcedDecision(Rule.ACCURACY, "criteria not met with any float16 node", Origin.FALLBACK)
                 )
-            last = search.validate(everything, search.feeds, reference, "all float32")
+            last = search.validate(everything, search.feeds, reference, "all float32", early_exit=False)
             notes.append(
                 "no candidate met the criteria; returned the candidate with every node in float32"
                 + (" (inputs/outputs are float16: try keep_io_types=True)" if not search.base.keep_io_types else "")
             )
             return last, notes
-        chosen = _loadable(search, results[hi], reference)
+        # prefix hi - 1 fails and prefix hi passes: the unit ranked hi is the one that made it pass
+        critical = group_of.get(ranked[hi - 1], {ranked[hi - 1]})
+        chosen = _loadable(search, results[hi], reference, critical)
         if chosen is not None:
             return chosen, notes
         results[hi] = Candidate(results[hi].forced, False, ["failed to load"], results[hi].errors)
         lo = hi
 
 
-def _loadable(search: _Search, candidate: Candidate, reference) -> Candidate | None:
+def _loadable(
+    search: _Search, candidate: Candidate, reference, critical: set[str] | frozenset[str] = frozenset()
+) -> Candidate | None:
     """Refine an accurate candidate, then build it for real: it must load with ORT's optimizations on.
 
     Emulated validation cannot see ORT's graph fusions, so the real model is checked, once for the refined
     candidate and, if that fails, once for the unrefined one; None when neither loads (the search goes on).
     """
-    refined = _refine(search, candidate, reference)
+    refined = _refine(search, candidate, reference, critical)
     if not search.backend.emulated:
         return refined
     for option in [refined] if refined is candidate else [refined, candidate]:
@@ -804,7 +917,9 @@ def _loadable(search: _Search, candidate: Candidate, reference) -> Candidate | N
     return None
 
 
-def _refine(search: _Search, best: Candidate, reference) -> Candidate:
+def _refine(
+    search: _Search, best: Candidate, reference, critical: set[str] | frozenset[str] = frozenset()
+) -> Candidate:
     """Give back to float16 the forced nodes that were not needed; least suspicious first.
 
     A prefix ranks above the critical node only by an error estimate, and a fusion unit moved as a whole may
@@ -831,8 +946,16 @@ def _refine(search: _Search, best: Candidate, reference) -> Candidate:
             give_back(members[:half])
             give_back(members[half:])
 
-    give_back(list(reversed(accuracy)))
-    give_back(list(reversed(fused)))
+    # Most expensive first, Casts counted (node_cost.give_back_order): the first chunks tried, and the halves
+    # split off first when one fails, are where float16 gains most.
+    fp32 = set(forced)
+    ordered = give_back_order(list(reversed(accuracy)), search.costs, search.links, fp32)
+    # The nodes forced before the critical unit (the last one the prefix search added: without it the
+    # prefix failed) are the likeliest not needed: all of them first, in one try, then the critical unit.
+    # enc1500 of bench/amp_speed.py: the cancellation ranked 7th behind six LayerNorm units, 1 try, not ~40.
+    give_back([m for m in ordered if m not in critical])
+    give_back([m for m in ordered if m in critical])
+    give_back(give_back_order(list(reversed(fused)), search.costs, search.links, fp32))
     return state["best"]
 
 

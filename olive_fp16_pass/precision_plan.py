@@ -26,6 +26,8 @@ class Rule(str, Enum):
     WEIGHT_OVERFLOW = "weight_overflow"
     WEIGHT_UNDERFLOW = "weight_underflow"
     WEIGHT_CLAMPED = "weight_clamped"
+    # float16 although the weight-underflow rule advised float32: the search's validation showed it accurate
+    VALIDATED_FP16 = "validated_fp16"
     MASK_SENTINEL = "mask_sentinel"  # float16 although a tensor is beyond ±65504: its values only mask (sentinels.py)
     RANGE_PROPAGATED = "range_propagated"
     NO_FP16_IN_SCHEMA = "no_fp16_in_schema"
@@ -82,6 +84,12 @@ class Origin(str, Enum):
     ACCURACY = "accuracy"  # the accuracy search's ranking (alone, or moving with its unit)
     FALLBACK = "fallback"  # no candidate met the criteria: every node in float32
     LOAD_CHECK = "load-check"  # onnxruntime would not load the model with it in float16 (load_check.py)
+    VALIDATED = "validated"  # float16 over a data-checkable static rule (weight underflow): the search tries it
+
+
+# Static rules whose float32 advice is about precision on typical data, not about what onnxruntime can run:
+# the search may overrule them (a ForcedDecision with precision FP16) when validation shows float16 is accurate.
+OVERRULABLE = frozenset({Rule.WEIGHT_UNDERFLOW})
 
 
 @dataclass(frozen=True)
@@ -89,12 +97,14 @@ class ForcedDecision:
     """One node the search keeps in float32: the rule and detail the report shows, and where it came from.
 
     `moves_with` is the label of the node whose unit brought this one along (None when forced for itself).
+    `precision` FP16: the node goes float16 over a rule of `OVERRULABLE` (and only over one of those).
     """
 
     rule: Rule
     detail: str
     origin: Origin
     moves_with: str | None = None
+    precision: Precision = Precision.FP32
 
 
 @dataclass

@@ -25,6 +25,9 @@ class ConversionReport:
     calibration: dict[str, Any] | None = None  # set by calibrated Float16: samples, tensors measured, margin
     # Ops the target provider has no kernel for at all (cuda_kernels.cpu_fallback_risks): they leave the GPU.
     cpu_fallback_risks: list[dict[str, Any]] = field(default_factory=list)
+    # Float16 share by nodes and by estimated FLOPs, bytes, Casts (node_cost.py); set by auto_mixed_precision,
+    # whose reference run saw the shapes.
+    cost: dict[str, Any] | None = None
 
     @property
     def fp32_nodes(self) -> list[NodeDecision]:
@@ -33,6 +36,10 @@ class ConversionReport:
     @property
     def fp16_nodes(self) -> list[NodeDecision]:
         return [d for d in self.decisions if d.precision is Precision.FP16]
+
+    def fp16_nodes_pct(self) -> float | None:
+        decided = len(self.decisions)
+        return round(100.0 * len(self.fp16_nodes) / decided, 2) if decided else None
 
     def reasons(self) -> dict[str, int]:
         return dict(Counter(d.rule.value for d in self.fp32_nodes))
@@ -47,8 +54,11 @@ class ConversionReport:
                 "initializers_converted": self.initializers_converted,
                 "constants_converted": self.constants_converted,
                 "values_retyped": self.values_retyped,
+                "fp16_nodes_pct": self.fp16_nodes_pct(),
+                "fp16_flops_pct": self.cost.get("fp16_flops_pct") if self.cost else None,
                 "seconds": round(self.seconds, 4),
             },
+            **({"cost": self.cost} if self.cost is not None else {}),
             "options": self.options,
             "notes": self.notes,
             "warnings": self.warnings,
@@ -63,8 +73,15 @@ class ConversionReport:
         return json.dumps(self.to_dict(), indent=indent)
 
     def summary(self) -> str:
+        share = self.fp16_nodes_pct()
+        flops = self.cost.get("fp16_flops_pct") if self.cost else None
+        shares = (
+            ""
+            if share is None
+            else f" ({share:g}% of nodes" + (f", {flops:g}% of estimated FLOPs)" if flops is not None else ")")
+        )
         lines = [
-            f"{len(self.fp16_nodes)} nodes in float16, {len(self.fp32_nodes)} kept in float32, "
+            f"{len(self.fp16_nodes)} nodes in float16{shares}, {len(self.fp32_nodes)} kept in float32, "
             f"{self.casts_inserted} Casts inserted ({self.seconds:.2f} s)"
         ]
         for rule, count in sorted(self.reasons().items()):

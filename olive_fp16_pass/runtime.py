@@ -19,6 +19,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from olive_fp16_pass import ir_serde
 from olive_fp16_pass.errors import Float16Error
 
 CPU = "CPUExecutionProvider"
@@ -157,9 +158,14 @@ class SessionFactory:
         self.created = 0
         self.providers_seen: set[str] = set()
 
-    def session(self, model: onnx.ModelProto | ir.Model | bytes | str, *, emulation: bool) -> ort.InferenceSession:
+    def session(
+        self, model: onnx.ModelProto | ir.Model | bytes | str, *, emulation: bool, threads: int | None = None
+    ) -> ort.InferenceSession:
+        """`threads`: onnxruntime's intra-op threads (None: its default, one per core)."""
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
         if emulation:
             # Graph optimizations could fold the rounding Cast pairs that make the emulation.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -223,7 +229,7 @@ def serialize_supplying(model: ir.Model) -> tuple[onnx.ModelProto, dict[str, np.
         and value.const_value.dtype in _SUPPLIABLE
     ]
     if sum(v.const_value.nbytes for v in large) < SUPPLY_IN_MEMORY_TOTAL:
-        return ir.serde.serialize_model(model), {}
+        return ir_serde.serialize_model(model), {}
     supplied = {}
     originals = {}
     try:
@@ -234,7 +240,7 @@ def serialize_supplying(model: ir.Model) -> tuple[onnx.ModelProto, dict[str, np.
             value.const_value = ir.ExternalTensor(
                 _PLACEHOLDER, 0, tensor.nbytes, tensor.dtype, shape=tensor.shape, name=tensor.name or value.name
             )
-        proto = ir.serde.serialize_model(model)
+        proto = ir_serde.serialize_model(model)
     finally:
         for value, tensor in originals.values():
             value.const_value = tensor

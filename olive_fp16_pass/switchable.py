@@ -19,7 +19,7 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
-from olive_fp16_pass import element_types
+from olive_fp16_pass import element_types, ir_serde
 from olive_fp16_pass.classify import FP16_MAX
 from olive_fp16_pass.graph_edit import F16, F32, FreshNames, Placement, insert_rounding
 from olive_fp16_pass.graph_walk import GraphIndex
@@ -37,7 +37,7 @@ def _edge_key(kind: str, owner, index: int, labels: dict[int, str], graph_paths:
 
 
 def _deserialize(proto: onnx.ModelProto, base_dir: str | os.PathLike | None) -> ir.Model:
-    model = ir.serde.deserialize_model(proto)
+    model = ir_serde.deserialize_model(proto)
     if base_dir is not None:
         for graph in model.graphs():
             for value in graph.initializers.values():
@@ -66,6 +66,29 @@ def _cast_pair(value: ir.Value, names: FreshNames) -> list[ir.Node]:
     return [down, up]
 
 
+# Where exists from opset 9; older models (onnxmltools' LightGBM exports import opset 8) select with an If.
+WHERE_OPSET = 9
+
+
+def _select(
+    gate: ir.Value, rounded: ir.Value, value: ir.Value, chosen: ir.Value, names: FreshNames, where_available: bool
+) -> ir.Node:
+    """`chosen = gate ? rounded : value`: a Where, or before opset 9 an If whose branches return either tensor.
+
+    The gated model is only ever run here, so an If costs only its (small) per-run overhead on old models, and
+    raising the model's opset instead would change the meaning of its other ops (Upsample, Scan, BatchNorm).
+    """
+    if where_available:
+        return ir.Node("", "Where", [gate, rounded, value], outputs=[chosen], name=names.fresh("gated"))
+    branches = []
+    for kind, source in (("then", rounded), ("else", value)):
+        out = ir.Value(name=names.fresh(f"{chosen.name}_{kind}"), type=chosen.type, shape=chosen.shape)
+        identity = ir.Node("", "Identity", [source], outputs=[out], name=names.fresh(f"gated_{kind}"))
+        branches.append(ir.Graph([], [out], nodes=[identity], name=f"{kind}_branch"))
+    attributes = [ir.AttrGraph("then_branch", branches[0]), ir.AttrGraph("else_branch", branches[1])]
+    return ir.Node("", "If", [gate], attributes, outputs=[chosen], name=names.fresh("gated"))
+
+
 class SwitchableEmulation:
     """Float16-storage emulation of any candidate plan of one model, selected at run time by a gate vector."""
 
@@ -91,6 +114,8 @@ class SwitchableEmulation:
         paths = self._graph_paths(index, model)
         names = FreshNames(index)
         main = model.graph
+        default_opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", WHERE_OPSET))
+        where_available = default_opset >= WHERE_OPSET
         gate_inputs: list[ir.Value] = []
         self.edge_index: dict[tuple, int] = {}
         placement = Placement(index.graphs)
@@ -127,7 +152,7 @@ class SwitchableEmulation:
                 chosen = ir.Value(name=names.fresh(f"{value.name}_seen"), type=ir.TensorType(F32), shape=value.shape)
                 pair = _cast_pair(value, names) if at_use else []
                 seen = pair[-1].outputs[0] if pair else rounded
-                where = ir.Node("", "Where", [gate, seen, value], outputs=[chosen], name=names.fresh("gated"))
+                where = _select(gate, seen, value, chosen, names, where_available)
                 if kind == "node":
                     for cast in pair:
                         where_graph.insert_before(owner, cast)
@@ -148,7 +173,7 @@ class SwitchableEmulation:
                 main.outputs.append(value)
         if "" not in model.opset_imports and "ai.onnx" not in model.opset_imports:
             model.opset_imports[""] = 13
-        self.model = ir.serde.serialize_model(model)
+        self.model = ir_serde.serialize_model(model)
         self.exposed = [v.name for v in extra]
 
     @staticmethod

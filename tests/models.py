@@ -1,6 +1,8 @@
-"""Small real models shared by the mixed-precision tests and benchmarks."""
+"""Real models built in code, shared by the tests (and benchmarks): every builder another module uses."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -399,3 +401,342 @@ FUSION_PATTERNS = {
     "pad_conv": fusion_pad_conv,
     "bias_gelu_op": fusion_bias_gelu_op,
 }
+
+
+def dead_weight_model(boost: float = 1.0, seed: int = 0, width: int = 16) -> onnx.ModelProto:
+    """y = x @ W + (x @ W_dead) * boost, W_dead ~1e-8 (entirely subnormal in float16, as a dead channel of
+    a trained or randomly initialised net): negligible for boost 1, the whole signal for boost 1e8."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="live"),
+        helper.make_node("MatMul", ["x", "W_dead"], ["d"], name="dead"),
+        helper.make_node("Mul", ["d", "boost"], ["db"], name="boost"),
+        helper.make_node("Add", ["h", "db"], ["y"], name="add"),
+    ]
+    return make_model(
+        nodes,
+        [vi("x", TensorProto.FLOAT, ["b", width])],
+        [vi("y", TensorProto.FLOAT, ["b", width])],
+        [
+            init("W", (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)),
+            init("W_dead", (rng.standard_normal((width, width)) * 1e-8).astype(np.float32)),
+            init("boost", np.float32(boost)),
+        ],
+    )
+
+
+UNARY = ["Relu", "Sigmoid", "Tanh", "Neg", "Abs"]
+
+BINARY = ["Add", "Mul", "Sub", "Max"]
+
+
+def random_mixed_graph(seed: int, n_nodes: int = 80) -> onnx.ModelProto:
+    """A DAG with fan-out, shared initializers and several inputs/outputs."""
+    rng = np.random.default_rng(seed)
+    tensors = ["x0", "x1"]
+    shared = [f"w{i}" for i in range(4)]
+    nodes = []
+    for i in range(n_nodes):
+        if rng.random() < 0.4:
+            op = str(rng.choice(UNARY))
+            inputs = [str(rng.choice(tensors[-10:]))]
+        else:
+            op = str(rng.choice(BINARY))
+            other = str(rng.choice(shared)) if rng.random() < 0.3 else str(rng.choice(tensors))
+            inputs = [str(rng.choice(tensors[-10:])), other]
+        out = f"t{i}"
+        nodes.append(helper.make_node(op, inputs, [out], name=f"n{i}"))
+        tensors.append(out)
+    consumed = {name for node in nodes for name in node.input}
+    outputs = [*[t for t in tensors[2:] if t not in consumed][:4], tensors[-1]]
+    outputs = list(dict.fromkeys(outputs))
+    return make_model(
+        nodes,
+        [vi("x0", TensorProto.FLOAT, [4]), vi("x1", TensorProto.FLOAT, [4])],
+        [vi(o, TensorProto.FLOAT, [4]) for o in outputs],
+        [init(w, rng.uniform(0.5, 1.0, 4).astype(np.float32)) for w in shared],
+    )
+
+
+def mlp(seed: int = 0) -> onnx.ModelProto:
+    """x -> MatMul (mm1) -> Add (add1) -> Relu (relu) -> MatMul (mm2) -> y, batch dimension dynamic."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
+
+    return make_model(
+        [
+            helper.make_node("MatMul", ["x", "W1"], ["h1"], name="mm1"),
+            helper.make_node("Add", ["h1", "b1"], ["h2"], name="add1"),
+            helper.make_node("Relu", ["h2"], ["h3"], name="relu"),
+            helper.make_node("MatMul", ["h3", "W2"], ["y"], name="mm2"),
+        ],
+        [vi("x", TensorProto.FLOAT, ["batch", 8])],
+        [vi("y", TensorProto.FLOAT, ["batch", 4])],
+        [init("W1", w(8, 16)), init("b1", w(16)), init("W2", w(16, 4))],
+    )
+
+
+def if_model(outer_name="outer") -> onnx.ModelProto:
+    """Relu -> If (then: Mul, Sqrt; else: Add; both read the outer tensor `outer_name`) -> Mul."""
+    then_graph = helper.make_graph(
+        [
+            helper.make_node("Mul", [outer_name, "x"], ["t1"], name="then_mul"),
+            helper.make_node("Sqrt", ["t1"], ["t2"], name="then_sqrt"),
+        ],
+        "then",
+        [],
+        [vi("t2", TensorProto.FLOAT, [3])],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Add", [outer_name, "x"], ["e1"], name="else_add")],
+        "else",
+        [],
+        [vi("e1", TensorProto.FLOAT, [3])],
+    )
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], [outer_name], name="relu"),
+            helper.make_node("If", ["cond"], ["r"], then_branch=then_graph, else_branch=else_graph, name="if"),
+            helper.make_node("Mul", ["r", "x"], ["y"], name="after"),
+        ],
+        [vi("x", TensorProto.FLOAT, [3]), vi("cond", TensorProto.BOOL, [])],
+        [vi("y", TensorProto.FLOAT, [3])],
+    )
+
+
+UNIT_WIDTH = 16  # width of the fusion-unit models
+
+
+def layernorm_inits() -> list[onnx.TensorProto]:
+    """The constants `layernorm_nodes` reads: two, eps, gamma, beta (width UNIT_WIDTH)."""
+    return [
+        init("two", np.float32(2)),
+        init("eps", np.float32(1e-5)),
+        init("gamma", np.linspace(0.5, 1.5, UNIT_WIDTH).astype(np.float32)),
+        init("beta", np.linspace(-0.2, 0.2, UNIT_WIDTH).astype(np.float32)),
+    ]
+
+
+def gelu_nodes(x: str, p: str) -> list[onnx.NodeProto]:
+    """GELU as torch's TorchScript exporter writes it: x * 0.5 * (1 + erf(x / sqrt 2))."""
+    return [
+        helper.make_node("Div", [x, "sqrt2"], [p + "d"], name=p + "div"),
+        helper.make_node("Erf", [p + "d"], [p + "e"], name=p + "erf"),
+        helper.make_node("Add", [p + "e", "one"], [p + "a"], name=p + "add"),
+        helper.make_node("Mul", [x, p + "a"], [p + "m"], name=p + "mul"),
+        helper.make_node("Mul", [p + "m", "half"], [p + "out"], name=p + "half"),
+    ]
+
+
+GELU_INITS = [init("sqrt2", np.float32(np.sqrt(2))), init("one", np.float32(1)), init("half", np.float32(0.5))]
+
+
+def fast_gelu_nodes(x: str, p: str) -> list[onnx.NodeProto]:
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's "gelu_new"."""
+    return [
+        helper.make_node("Pow", [x, "three"], [p + "x3"], name=p + "pow"),
+        helper.make_node("Mul", [p + "x3", "c044"], [p + "a"], name=p + "mul_c"),
+        helper.make_node("Add", [x, p + "a"], [p + "b"], name=p + "add_x"),
+        helper.make_node("Mul", [p + "b", "c079"], [p + "c"], name=p + "mul_s"),
+        helper.make_node("Tanh", [p + "c"], [p + "t"], name=p + "tanh"),
+        helper.make_node("Add", [p + "t", "one"], [p + "d"], name=p + "add1"),
+        helper.make_node("Mul", [x, p + "d"], [p + "e"], name=p + "mul_x"),
+        helper.make_node("Mul", [p + "e", "half"], [p + "out"], name=p + "half"),
+    ]
+
+
+def rms_norm_nodes(x: str, p: str) -> list[onnx.NodeProto]:
+    return [
+        helper.make_node("Pow", [x, "two"], [p + "sq"], name=p + "pow"),
+        helper.make_node("ReduceMean", [p + "sq"], [p + "m"], axes=[-1], name=p + "rm"),
+        helper.make_node("Add", [p + "m", "eps"], [p + "v"], name=p + "add"),
+        helper.make_node("Sqrt", [p + "v"], [p + "r"], name=p + "sqrt"),
+        helper.make_node("Div", [x, p + "r"], [p + "n"], name=p + "div"),
+        helper.make_node("Mul", [p + "n", "gamma"], [p + "out"], name=p + "mul"),
+    ]
+
+
+def transformer_block() -> onnx.ModelProto:
+    """MatMul -> LayerNorm -> GELU -> RMSNorm -> FastGelu -> MatMul: every pattern the matcher knows."""
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+        *layernorm_nodes("h", "ln_"),
+        *gelu_nodes("ln_out", "g_"),
+        *rms_norm_nodes("g_out", "rms_"),
+        *fast_gelu_nodes("rms_out", "fg_"),
+        helper.make_node("MatMul", ["fg_out", "W"], ["y"], name="mm2"),
+    ]
+    inits = [
+        *layernorm_inits(),
+        *GELU_INITS,
+        init("W", (rng.standard_normal((UNIT_WIDTH, UNIT_WIDTH)) / 4).astype(np.float32)),
+    ]
+    inits += [init("three", np.float32(3)), init("c044", np.float32(0.044715)), init("c079", np.float32(0.7978846))]
+    return make_model(
+        nodes, [vi("x", TensorProto.FLOAT, ["b", UNIT_WIDTH])], [vi("y", TensorProto.FLOAT, ["b", UNIT_WIDTH])], inits
+    )
+
+
+def unsorted_model() -> onnx.ModelProto:
+    """keras2onnx-era order: the consumer before its producer, in the main graph."""
+    return make_model(
+        [
+            helper.make_node("Relu", ["a"], ["y"], name="relu"),
+            helper.make_node("Add", ["m", "b"], ["a"], name="add"),
+            helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+        ],
+        [vi("x", TensorProto.FLOAT, [2, 3])],
+        [vi("y", TensorProto.FLOAT, [2, 3])],
+        [init("W", np.arange(9, dtype=np.float32).reshape(3, 3) / 10), init("b", np.ones(3, np.float32))],
+    )
+
+
+BIG_WIDTH = 8192  # one 8192x8192 float32 weight = 256 MiB
+
+BIG_LAYERS = 9  # 2.25 GiB of weights: over protobuf's 2 GB limit
+
+
+def write_big_model(folder: Path) -> Path:
+    """Write the weights straight to the data file (never holding the whole model in memory)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "big.onnx.data"
+    inits, nodes, offset = [], [], 0
+    rng = np.random.default_rng(0)
+    with open(data, "wb") as f:
+        for i in range(BIG_LAYERS):
+            weight = (rng.standard_normal((BIG_WIDTH, BIG_WIDTH), dtype=np.float32) / np.sqrt(BIG_WIDTH)).astype(
+                np.float32
+            )
+            raw = weight.tobytes()
+            f.write(raw)
+            tensor = TensorProto(name=f"W{i}", data_type=TensorProto.FLOAT, dims=[BIG_WIDTH, BIG_WIDTH])
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data.name), ("offset", str(offset)), ("length", str(len(raw)))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            offset += len(raw)
+            inits.append(tensor)
+            nodes.append(helper.make_node("MatMul", [f"h{i}" if i else "x", f"W{i}"], [f"h{i + 1}"], name=f"mm{i}"))
+    nodes.append(helper.make_node("Tanh", [f"h{BIG_LAYERS}"], ["y"], name="out"))
+    graph = helper.make_graph(
+        nodes,
+        "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, BIG_WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, BIG_WIDTH])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    path = folder / "big.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+# ---- Forms other converters write (skl2onnx, onnxmltools, tf2onnx): bench/other_converters.py has the real ones.
+
+
+def zipmap_classifier(seed: int = 0, features: int = 4, classes: int = 3) -> onnx.ModelProto:
+    """skl2onnx's classifier shape: ai.onnx.ml Scaler, a float head, ArgMax label, and ZipMap's seq(map) output."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Scaler", ["X"], ["scaled"], domain="ai.onnx.ml", name="scaler",
+                         offset=[0.1] * features, scale=[2.0] * features),
+        helper.make_node("MatMul", ["scaled", "W"], ["logits_raw"], name="matmul"),
+        helper.make_node("Add", ["logits_raw", "b"], ["logits"], name="add"),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1, name="softmax"),
+        helper.make_node("ArgMax", ["probabilities"], ["label_2d"], axis=1, keepdims=1, name="argmax"),
+        helper.make_node("Reshape", ["label_2d", "flat"], ["output_label"], name="reshape"),
+        helper.make_node("ZipMap", ["probabilities"], ["output_probability"], domain="ai.onnx.ml", name="zipmap",
+                         classlabels_int64s=list(range(classes))),
+    ]  # fmt: skip
+    proba = onnx.ValueInfoProto(
+        name="output_probability",
+        type=helper.make_sequence_type_proto(
+            helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+        ),
+    )
+    return make_model(
+        nodes,
+        [vi("X", TensorProto.FLOAT, [None, features])],
+        [vi("output_label", TensorProto.INT64, [None]), proba],
+        [
+            init("W", rng.standard_normal((features, classes)).astype(np.float32)),
+            init("b", rng.standard_normal(classes).astype(np.float32)),
+            init("flat", np.array([-1], np.int64)),
+        ],
+        opset=15,
+        extra_opsets=[("ai.onnx.ml", 1)],
+    )
+
+
+def float64_regressor(features: int = 4) -> onnx.ModelProto:
+    """skl2onnx's export of an estimator trained on float64 data: a float64 graph, no float32 tensor at all."""
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["xw"], name="matmul"),
+        helper.make_node("Add", ["xw", "b"], ["variable"], name="add"),
+    ]
+    return make_model(
+        nodes,
+        [vi("X", TensorProto.DOUBLE, [None, features])],
+        [vi("variable", TensorProto.DOUBLE, [None, 1])],
+        [init("W", rng.standard_normal((features, 1))), init("b", np.array([0.5]))],
+        opset=13,
+    )
+
+
+def string_and_float_inputs(features: int = 3) -> onnx.ModelProto:
+    """A ColumnTransformer-like export: a string column label-encoded beside float columns, then a float head."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("LabelEncoder", ["cat"], ["code"], domain="ai.onnx.ml", name="encode",
+                         keys_strings=["red", "green", "blue"], values_int64s=[0, 1, 2], default_int64=-1),
+        helper.make_node("Cast", ["code"], ["code_f"], to=TensorProto.FLOAT, name="code_to_float"),
+        helper.make_node("Concat", ["code_f", "num"], ["both"], axis=1, name="concat"),
+        helper.make_node("MatMul", ["both", "W"], ["h"], name="matmul"),
+        helper.make_node("Tanh", ["h"], ["y"], name="tanh"),
+    ]  # fmt: skip
+    return make_model(
+        nodes,
+        [vi("cat", TensorProto.STRING, [None, 1]), vi("num", TensorProto.FLOAT, [None, features])],
+        [vi("y", TensorProto.FLOAT, [None, 2])],
+        [init("W", rng.standard_normal((features + 1, 2)).astype(np.float32))],
+        opset=15,
+        extra_opsets=[("ai.onnx.ml", 2)],
+    )
+
+
+def string_feeds(n: int = 4, rows: int = 5) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    colours = np.array(["red", "green", "blue", "black"], dtype=object)
+    return [
+        {"cat": rng.choice(colours, size=(rows, 1)), "num": rng.standard_normal((rows, 3)).astype(np.float32)}
+        for _ in range(n)
+    ]
+
+
+def old_opset_mlp(width: int = 8) -> onnx.ModelProto:
+    """onnxmltools' LightGBM export versions: IR 4, default opset 8 (before Where, opset 9), ai.onnx.ml 1."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("MatMul", ["input", "W1"], ["h1"], name="matmul1"),
+        helper.make_node("Add", ["h1", "b1"], ["a1"], name="add1"),
+        helper.make_node("Relu", ["a1"], ["r1"], name="relu1"),
+        helper.make_node("MatMul", ["r1", "W2"], ["variable"], name="matmul2"),
+    ]
+    model = make_model(
+        nodes,
+        [vi("input", TensorProto.FLOAT, [None, width])],
+        [vi("variable", TensorProto.FLOAT, [None, 1])],
+        [
+            init("W1", rng.standard_normal((width, width)).astype(np.float32)),
+            init("b1", rng.standard_normal(width).astype(np.float32)),
+            init("W2", rng.standard_normal((width, 1)).astype(np.float32)),
+        ],
+        opset=8,
+        extra_opsets=[("ai.onnx.ml", 1)],
+    )
+    model.ir_version = 4
+    return model

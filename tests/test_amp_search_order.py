@@ -60,3 +60,60 @@ def test_result_keeps_no_more_fp32_than_any_passing_candidate(model, data, toler
     if not failed_load:  # a candidate that ORT cannot load does not count as passing
         assert len(result.report.fp32_nodes) == min(passing)
     assert len(result.report.fp32_nodes) == next(h["nodes_fp32"] for h in history if h["stage"] == "holdout")
+
+
+def test_a_lasting_failure_on_the_first_feed_ends_the_validation():
+    """NaN, allclose and max_abs failures hold on any superset of the feeds: the other feeds are not run. The
+    statistics (mean_abs, cosine, PSNR) need every feed, and so do the held-out check and the fallback."""
+    from olive_fp16_pass.compare import Criteria, OutputError
+
+    error = OutputError(2.0, 0.5, 1.0, 0.9, 20.0, 1.0, 0, 0, 0)
+    criteria = Criteria(rtol=0.0, atol=0.1, max_abs=1.0, mean_abs=0.1, min_cosine=0.99)
+    assert len(criteria.check({"y": error})) == 4
+    assert [f.split(":")[1].split("(")[0].strip() for f in criteria.lasting_failures({"y": error})] == [
+        "not allclose",
+        "max_abs 2 > 1",
+    ]
+    result = fp16.auto_mixed_precision(activation_overflow_chain(), feeds((2, 16), n=8), progress=False)
+    history = result.report.search["history"]
+    assert all(f.endswith("(first feed; the others not run)") for f in history[0]["failures"])
+    assert result.report.search["criteria_met"]
+    assert set(result.report.search["validation_errors"]["y"]) >= {"max_abs", "mean_abs"}
+
+
+def test_full_float16_overrules_the_weight_underflow_rule_when_validation_allows():
+    """A weight entirely subnormal in float16 keeps its node float32 in `convert_float16` (no data to judge);
+    the search's full-float16 candidate converts it, and validation decides."""
+    from tests.models import dead_weight_model
+
+    data = feeds((4, 16), n=8)
+    dead = dead_weight_model()
+    assert {d.node: d.rule.value for d in fp16.convert_float16(dead).report.fp32_nodes} == {"dead": "weight_underflow"}
+    result = fp16.auto_mixed_precision(dead, data, rtol=1e-2, atol=1e-2, progress=False)
+    assert result.report.fp32_nodes == [] and result.report.search["candidates_tried"] == 2
+    decision = next(d for d in result.report.decisions if d.node == "dead")
+    assert decision.rule.value == "validated_fp16" and "W_dead" in decision.detail
+    # Where the tiny weights carry the signal, float16 flushes them: validation fails, the rule stands.
+    boosted = dead_weight_model(boost=1e8)
+    result = fp16.auto_mixed_precision(boosted, data, rtol=1e-2, atol=1e-2, progress=False)
+    history = result.report.search["history"]
+    assert history[0]["stage"] == "full float16" and not history[0]["passed"]
+    kept = {d.node: d.rule.value for d in result.report.fp32_nodes}
+    assert kept.get("dead") in ("weight_underflow", "activation_underflow")  # the range rules see its 1e-8 output
+    assert result.report.search["criteria_met"]
+
+
+def test_refine_tries_everything_but_the_critical_unit_first():
+    """The 298-node encoder of bench/amp_speed.py: the passing prefix holds a LayerNorm unit ranked above the
+    cancellation that made the prefix pass. Giving back all but that unit in one try is the first refine step,
+    and it passes: the search ends with the 5 nodes that truly need float32 in few validations."""
+    from bench.amp_models import encoder, encoder_feeds
+
+    model, injected = encoder(7)
+    result = fp16.auto_mixed_precision(
+        model, encoder_feeds(), rtol=1e-2, atol=2e-2, keep_io_types=True, emulation_margin=1.0, progress=False
+    )
+    refine = [h for h in result.report.search["history"] if h["stage"].startswith("refine")]
+    assert refine[0]["passed"] and refine[0]["nodes_fp32_forced"] == 5
+    assert {d.node for d in result.report.fp32_nodes} == {n for names in injected.values() for n in names}
+    assert result.report.search["candidates_tried"] <= 11

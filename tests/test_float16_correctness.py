@@ -18,6 +18,7 @@ from tests.helpers import (
     run,
     vi,
 )
+from tests.models import if_model, mlp
 
 F, H = TensorProto.FLOAT, TensorProto.FLOAT16
 rng = np.random.default_rng(0)
@@ -25,20 +26,6 @@ rng = np.random.default_rng(0)
 
 def w(*shape, scale=0.5):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-
-def mlp() -> onnx.ModelProto:
-    return make_model(
-        [
-            helper.make_node("MatMul", ["x", "W1"], ["h1"], name="mm1"),
-            helper.make_node("Add", ["h1", "b1"], ["h2"], name="add1"),
-            helper.make_node("Relu", ["h2"], ["h3"], name="relu"),
-            helper.make_node("MatMul", ["h3", "W2"], ["y"], name="mm2"),
-        ],
-        [vi("x", F, ["batch", 8])],
-        [vi("y", F, ["batch", 4])],
-        [init("W1", w(8, 16)), init("b1", w(16)), init("W2", w(16, 4))],
-    )
 
 
 def test_full_conversion_mlp_types_and_accuracy():
@@ -210,34 +197,10 @@ def test_model_without_float_tensors_is_unchanged_with_a_note():
     assert any("unchanged" in note for note in result.report.notes)
 
 
-def _if_model(outer_name="outer") -> onnx.ModelProto:
-    then_graph = helper.make_graph(
-        [
-            helper.make_node("Mul", [outer_name, "x"], ["t1"], name="then_mul"),
-            helper.make_node("Sqrt", ["t1"], ["t2"], name="then_sqrt"),
-        ],
-        "then",
-        [],
-        [vi("t2", F, [3])],
-    )
-    else_graph = helper.make_graph(
-        [helper.make_node("Add", [outer_name, "x"], ["e1"], name="else_add")], "else", [], [vi("e1", F, [3])]
-    )
-    return make_model(
-        [
-            helper.make_node("Relu", ["x"], [outer_name], name="relu"),
-            helper.make_node("If", ["cond"], ["r"], then_branch=then_graph, else_branch=else_graph, name="if"),
-            helper.make_node("Mul", ["r", "x"], ["y"], name="after"),
-        ],
-        [vi("x", F, [3]), vi("cond", TensorProto.BOOL, [])],
-        [vi("y", F, [3])],
-    )
-
-
 @pytest.mark.parametrize("cond", [True, False])
 @pytest.mark.parametrize("block", [None, ["Sqrt"]])
 def test_if_bodies_with_outer_scope_tensors(cond, block):
-    model = _if_model()
+    model = if_model()
     result = fp16.convert_float16(model, op_block_list=block)
     feeds = {"x": np.array([1.0, 2.0, 3.0], np.float32), "cond": np.array(cond)}
     check_converted(model, result.model, feeds=feeds)
