@@ -114,6 +114,7 @@ def merged_package_config() -> dict[str, Any]:
 
 
 def write_package_config(path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(merged_package_config(), indent=2) + "\n")
-    return path
+    """Written atomically; an unwritable target is one Float16Error naming it (`olive-fp16 package-config -o`)."""
+    from olive_fp16_pass.model_io import write_text
+
+    return write_text(path, json.dumps(merged_package_config(), indent=2) + "\n", "package-config -o")
