@@ -80,12 +80,19 @@ import onnx
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-for _path in (str(REPO_ROOT), str(BENCH_DIR)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+if str(REPO_ROOT) not in sys.path:  # run as `python bench/amp_speed.py`: this checkout's package and `bench`
+    sys.path.insert(0, str(REPO_ROOT))
 
-from amp_models import MODEL_KEYS, build_all  # noqa: E402  (bench/ is not a package: path set above)
-from bench_env import count_op, environment, source_digest  # noqa: E402
+from bench.amp_models import MODEL_KEYS, build_all  # noqa: E402  (after the path is set)
+from bench.bench_env import (  # noqa: E402
+    check_choices,
+    count_op,
+    cpu_session,
+    environment,
+    machine_lines,
+    source_digest,
+    write_results,
+)
 
 MODELS = MODEL_KEYS
 RUNS = ("ours-all", "ours-1", "occ")
@@ -110,13 +117,7 @@ FLOAT16 = onnx.TensorProto.FLOAT16
 
 def _session(model: onnx.ModelProto, *, optimize: bool) -> Any:
     """A CPU session; `optimize=False` for emulated models, whose rounding Cast pairs ORT could fold away."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return cpu_session(model, optimize=optimize)
 
 
 def reference_outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
@@ -910,25 +911,14 @@ def save(
         for run in ("ours-all", "ours-1")
         if (bm.key, run) in results
     }
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(_finite(payload), indent=1, default=_json_default) + "\n")
     env = payload["machine"]
     s = payload["settings"]
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     md = [
         f"# Mixed-precision search: ours vs onnxconverter-common, {payload['date']}"
         + ("" if finished else " (partial: still running)"),
         "",
         f"Command: `{payload['command']}`  ",
-        f"Machine: {env['platform']}, {env['cpu_count']} CPUs ({env['affinity_cpus']} usable, shared), "
-        f"Python {env['python']}, load average at start {', '.join(f'{x:.2f}' for x in env['load_avg_at_start'])}"
-        + (
-            f", at end {', '.join(f'{x:.2f}' for x in payload['load_avg_at_end'])}"
-            if "load_avg_at_end" in payload
-            else ""
-        )
-        + "  ",
-        f"Versions: {versions}  ",
+        *machine_lines(env, payload.get("load_avg_at_end")),
         f"Tolerance (both): allclose rtol={s['rtol']:g}, atol={s['atol']:g} (ours: emulation_margin="
         f"{s.get('emulation_margin', 0.8):g}); keep_io_types=True (both); "
         f"timeout {s['timeout_s']:g} s per search, each search in its own process; times cover the search call "
@@ -971,7 +961,7 @@ def save(
     failures = failure_lines(models, results)
     if failures:
         md += ["", "## Failures and misses", "", "```", *failures, "```"]
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+    write_results(stem, _finite(payload), md, default=_json_default)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -994,10 +984,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, default=None, help="result path without suffix (default bench/results/<date>-amp_speed)"
     )
     args = parser.parse_args(argv)
-    for name, allowed in (("models", MODELS), ("runs", RUNS)):
-        unknown = set(getattr(args, name)) - set(allowed)
-        if unknown:
-            parser.error(f"--{name}: unknown {sorted(unknown)}; choose from {','.join(allowed)}")
+    check_choices(parser, args, {"models": MODELS, "runs": RUNS})
     return args
 
 

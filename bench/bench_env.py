@@ -1,15 +1,19 @@
-"""What every benchmark records about the run: which package sources ran, on what machine, with what versions.
+"""What every benchmark shares: which package sources ran, on what machine, with what versions; the result
+files' header lines and writing; a CPU session; command-line choice checks.
 
-Shared by convert_speed.py, amp_speed.py and conformance.py so their result files describe runs the same way.
+Shared by every bench/ script so their result files describe runs the same way.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
+import json
 import os
 import platform
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -62,3 +66,45 @@ def count_op(model: Any, op_type: str) -> int:
         return total
 
     return walk(model.graph)
+
+
+def machine_lines(env: dict[str, Any], load_at_end: Sequence[float] | None = None) -> list[str]:
+    """The "Machine:" and "Versions:" lines of a Markdown result file (Markdown line breaks included)."""
+    load = ", ".join(f"{x:.2f}" for x in env["load_avg_at_start"])
+    end = f", at end {', '.join(f'{x:.2f}' for x in load_at_end)}" if load_at_end else ""
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    return [
+        f"Machine: {env['platform']}, {env['cpu_count']} CPUs ({env['affinity_cpus']} usable, shared), "
+        f"Python {env['python']}, load average at start {load}{end}  ",
+        f"Versions: {versions}  ",
+    ]
+
+
+def write_results(stem: Path, payload: Any, markdown: Iterable[str] | str, default: Any = None) -> None:
+    """`stem`.json (the payload) and `stem`.md (the lines, or one text) side by side; folders created."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_name(stem.name + ".json").write_text(json.dumps(payload, indent=1, default=default) + "\n")
+    text = markdown if isinstance(markdown, str) else "\n".join(markdown) + "\n"
+    stem.with_name(stem.name + ".md").write_text(text)
+
+
+def check_choices(parser: argparse.ArgumentParser, args: argparse.Namespace, allowed: Mapping[str, Sequence]) -> None:
+    """Every value of the list options named in `allowed` is one of its choices, else a usage error."""
+    for name, choices in allowed.items():
+        unknown = set(getattr(args, name)) - set(choices)
+        if unknown:
+            parser.error(f"--{name}: unknown {sorted(unknown)}; choose from {','.join(map(str, choices))}")
+
+
+def cpu_session(model: Any, *, optimize: bool, log_level: int = 3, threads: int | None = None) -> Any:
+    """A CPU onnxruntime session; `optimize=False` for emulated models, whose rounding Casts ORT could fold."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = log_level
+    if threads is not None:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    data = model if isinstance(model, (bytes, str)) else model.SerializeToString()
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])

@@ -76,11 +76,10 @@ import onnx
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-for _path in (str(REPO_ROOT), str(BENCH_DIR)):  # this checkout's package, and bench_env beside this script
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+if str(REPO_ROOT) not in sys.path:  # run as `python bench/conformance.py`: this checkout's package and `bench`
+    sys.path.insert(0, str(REPO_ROOT))
 
-from bench_env import source_digest  # noqa: E402  (bench/ is not a package: path set above)
+from bench.bench_env import cpu_session, source_digest, write_results  # noqa: E402  (after the path is set)
 
 TOOLS = ("ours", "occ", "ort", "ort_sorted")
 TOOL_LABELS = {
@@ -229,15 +228,7 @@ def compare_all(got: Sequence[Any], expected: Sequence[np.ndarray], rtol: float,
 
 
 def _session(model: onnx.ModelProto, optimize: bool) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return cpu_session(model, optimize=optimize, log_level=4, threads=1)
 
 
 def _run(session: Any, model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> list[Any]:
@@ -874,11 +865,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stem is None:
         suffix = "" if subset is None else f"-subset{subset}"
         stem = RESULTS_DIR / f"{report['environment']['date']}-conformance{suffix}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
-    json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    md_path.write_text(markdown(report))
-    print(f"\nwrote {json_path} and {md_path}")
+    write_results(stem, report, markdown(report), default=str)
+    print(f"\nwrote {stem}.json and {stem}.md")
     return 0
 
 

@@ -43,10 +43,17 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
+if str(REPO_ROOT) not in sys.path:  # run as `python bench/convert_speed.py`: this checkout's package and `bench`
+    sys.path.insert(0, str(REPO_ROOT))
 
-from bench_env import count_op, environment, source_digest  # noqa: E402  (bench/ is not a package: path set above)
+from bench.bench_env import (  # noqa: E402  (after the path is set)
+    check_choices,
+    count_op,
+    environment,
+    machine_lines,
+    source_digest,
+    write_results,
+)
 
 RESULTS_DIR = BENCH_DIR / "results"
 TOOLS = ("ours", "occ", "ort")
@@ -78,13 +85,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _converter(tool: str, details: dict[str, Any]) -> Callable[[Any, list[str] | None], Any]:
-    """Import one converter (outside the timed region) and return a call that yields an `onnx.ModelProto`."""
+def _converter(tool: str, details: dict[str, Any], settings: dict[str, Any]) -> Callable[[Any, list[str] | None], Any]:
+    """Import one converter (outside the timed region) and return a call that yields an `onnx.ModelProto`.
+
+    `settings`: {"load_check": bool, "writer": "auto" | "ir"} for our converter (see --no-load-check, --writer).
+    """
     if tool == "ours":
         if str(REPO_ROOT) not in sys.path:
             sys.path.insert(0, str(REPO_ROOT))
+        import onnx_ir as ir
+
         import olive_fp16_pass
         from olive_fp16_pass import convert_float16
+        from olive_fp16_pass.float16 import convert_with_options
+        from olive_fp16_pass.options import ConversionOptions
 
         details["version"] = getattr(olive_fp16_pass, "__version__", "?")
         details["source_sha"] = source_digest()
@@ -93,7 +107,14 @@ def _converter(tool: str, details: dict[str, Any]) -> Callable[[Any, list[str] |
             # Entries are full-match regexes: escape them so a name is only ever itself.
             patterns = [re.escape(name) for name in names] if names is not None else None
             start = time.perf_counter()
-            result = convert_float16(model, keep_io_types=False, node_block_list=patterns)
+            if settings["writer"] == "ir":  # an onnx-ir model takes the onnx-ir writer; deserializing it is timed
+                options = ConversionOptions(keep_io_types=False, node_block_list=patterns)
+                model = ir.serde.deserialize_model(model)
+                result = convert_with_options(model, options, load_check=settings["load_check"])
+            else:
+                result = convert_float16(
+                    model, keep_io_types=False, node_block_list=patterns, load_check=settings["load_check"]
+                )
             middle = time.perf_counter()
             proto = result.model  # serialized lazily from onnx-ir: part of the cost of getting a ModelProto
             details["convert_s"] = middle - start
@@ -149,14 +170,21 @@ def _ort_check(original: Any, converted: Any) -> dict[str, Any]:
 
 
 def worker(
-    tool: str, model_path: str, names_path: str, result_path: str, timeout: float, repeat: int, check_max_nodes: int
+    tool: str,
+    model_path: str,
+    names_path: str,
+    result_path: str,
+    timeout: float,
+    repeat: int,
+    check_max_nodes: int,
+    ours: dict[str, Any],
 ) -> int:
     """Child entry point: every outcome, including an import error or a timeout, ends in the JSON result file."""
     result: dict[str, Any] = {"tool": tool, "status": "error", "details": {}}
     try:
         import onnx
 
-        convert = _converter(tool, result["details"])
+        convert = _converter(tool, result["details"], ours)
         names = json.loads(Path(names_path).read_text()) if names_path else None
         original = onnx.load(model_path)
         result["input_nodes"] = len(original.graph.node)
@@ -241,6 +269,7 @@ def run_child(
     repeat: int,
     check_max_nodes: int,
     workdir: Path,
+    ours: dict[str, Any],
 ) -> dict[str, Any]:
     """Run one conversion in a fresh interpreter; kill it if it outlives its timeout plus load/validation slack."""
     result_path = workdir / f"result-{tool}-{os.getpid()}-{time.monotonic_ns()}.json"
@@ -256,6 +285,7 @@ def run_child(
         str(timeout),
         str(repeat),
         str(check_max_nodes),
+        json.dumps(ours),
     ]
     start = time.perf_counter()
     with open(log_path, "w") as log:
@@ -423,25 +453,24 @@ def save(
             "seed": args.seed,
             "tools": {t: TOOL_LABELS[t] for t in args.tools},
             "cases": args.cases,
+            "ours": ours_settings(args),
         },
         "machine": env,
         "table": {"header": header, "rows": rows},
         "runs": [asdict(r) for r in runs],
     }
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     notes = list(problems(runs))
     md = [
         f"# Float16 conversion speed, {payload['date']}" + ("" if finished else " (partial: still running)"),
         "",
         f"Command: `{payload['command']}`  ",
-        f"Machine: {env['platform']}, {env['cpu_count']} CPUs ({env['affinity_cpus']} usable, shared), "
-        f"Python {env['python']}, load average at start {', '.join(f'{x:.2f}' for x in env['load_avg_at_start'])}  ",
-        f"Versions: {versions}  ",
+        *machine_lines(env),
         f"Timeout {args.timeout:g} s per run; best of {args.repeat}; each run in its own process; the time covers "
         "the conversion call only (ours: `convert_float16(...).model`, ort: `OnnxModel(...)` + "
-        "`convert_float_to_float16(use_symbolic_shape_infer=False)`), not loading the model.",
+        "`convert_float_to_float16(use_symbolic_shape_infer=False)`), not loading the model.  ",
+        f"Ours: load check {'on' if not args.no_load_check else 'off'} (`load_check`), writer {args.writer} "
+        "(auto: a ModelProto input goes through the protobuf writer; ir: the input deserialized to onnx-ir inside "
+        "the timer, through the onnx-ir writer).",
         "",
         "Synthetic transformer-like graph (`bench/synthetic.py`, 16 nodes per block, 16x16 weights); "
         "`half` blocks every other float node (`node_block_list`), the worst case for Cast insertion. "
@@ -453,7 +482,11 @@ def save(
     ]
     if notes:
         md += ["", "Problems:", "", *(f"- {line}" for line in notes)]
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+    write_results(stem, payload, md)
+
+
+def ours_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"load_check": not args.no_load_check, "writer": args.writer}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -477,6 +510,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run outputs in onnxruntime against fp32 up to this many nodes",
     )
     parser.add_argument(
+        "--no-load-check",
+        action="store_true",
+        help="ours: convert_float16(load_check=False), as every figure recorded before 2026-12-01 (the load check, "
+        "on by default since, opens one onnxruntime session per result)",
+    )
+    parser.add_argument(
+        "--writer",
+        choices=("auto", "ir"),
+        default="auto",
+        help="ours: auto (default) = the library's choice, the protobuf writer for this ModelProto input; "
+        "ir = give it the model as onnx-ir (deserialized inside the timer), which takes the onnx-ir writer",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -487,18 +533,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
     if args.timeout is None:
         args.timeout = 60.0 if args.quick else 300.0
-    for name, allowed in (("tools", TOOLS), ("cases", CASES)):
-        unknown = set(getattr(args, name)) - set(allowed)
-        if unknown:
-            parser.error(f"--{name}: unknown {sorted(unknown)}; choose from {','.join(allowed)}")
+    check_choices(parser, args, {"tools": TOOLS, "cases": CASES})
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(BENCH_DIR))
     import onnx
-    from synthetic import build_graph, half_block_list
+
+    from bench.synthetic import build_graph, half_block_list
 
     started = dt.datetime.now()
     stem = args.out or RESULTS_DIR / f"{started.date().isoformat()}-convert_speed{'-quick' if args.quick else ''}"
@@ -525,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.repeat,
                         args.check_max_nodes,
                         workdir,
+                        ours_settings(args),
                     )
                     run = Run(
                         size=size,
@@ -562,6 +606,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        tool_, model_, names_, result_, timeout_, repeat_, check_ = sys.argv[2:9]
-        sys.exit(worker(tool_, model_, names_, result_, float(timeout_), int(repeat_), int(check_)))
+        tool_, model_, names_, result_, timeout_, repeat_, check_, ours_ = sys.argv[2:10]
+        sys.exit(worker(tool_, model_, names_, result_, float(timeout_), int(repeat_), int(check_), json.loads(ours_)))
     sys.exit(main())

@@ -26,8 +26,8 @@ import numpy as np
 import onnx
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+if str(REPO) not in sys.path:  # run as `python bench/latency.py`: this checkout's package and `bench`
+    sys.path.insert(0, str(REPO))
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -178,7 +178,8 @@ def main() -> int:
             )
             return 2
     import onnxruntime as ort
-    from transformer_model import build_encoder
+
+    from bench.transformer_model import build_encoder
 
     denoiser = onnx.load(REPO / "olive_fp16_pass/models/denoiser.onnx")
     rng = np.random.default_rng(0)

@@ -25,6 +25,7 @@ _LAZY = {
     "Float16Error": "olive_fp16_pass.errors",
     "ModelFileError": "olive_fp16_pass.errors",
     "OptionError": "olive_fp16_pass.errors",
+    "UserRule": "olive_fp16_pass.user_rules",
 }
 __all__ = [
     "ConversionReport",
@@ -34,6 +35,7 @@ __all__ = [
     "ModelFileError",
     "OptionError",
     "ProviderUnavailableError",
+    "UserRule",
     "auto_mixed_precision",
     "convert_float16",
 ]
@@ -46,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from olive_fp16_pass.mixed_precision import CriteriaNotMetError, auto_mixed_precision
     from olive_fp16_pass.report import ConversionReport
     from olive_fp16_pass.runtime import ProviderUnavailableError
+    from olive_fp16_pass.user_rules import UserRule
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,14 @@ import onnx_ir as ir
 from olive_fp16_pass.element_types import ElementTypes
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import OVERRULABLE, ForcedDecision, NodeDecision, Precision, PrecisionPlan
+from olive_fp16_pass.precision_plan import (
+    OVERRULABLE,
+    CustomRule,
+    ForcedDecision,
+    NodeDecision,
+    Precision,
+    PrecisionPlan,
+)
 from olive_fp16_pass.rules import (
     RULES,
     Decision,
@@ -39,6 +46,9 @@ from olive_fp16_pass.weight_ranges import (  # re-exported: the converter and th
     WeightRanges,
     constant_tensor,
 )
+
+# The origin a node kept by one of the user's own rules (extra_rules) has in the report.
+USER_RULE_ORIGIN = "extra_rules"
 
 # Nodes whose output precision follows their consumers instead of being decided by a rule.
 FREE_OPS = frozenset({"Cast", "Constant", "ConstantOfShape"})
@@ -106,7 +116,14 @@ def classify_base(
         context.note_ranges(node, node_context)
         key = id(node)
         decisions[key] = NodeDecision(
-            labels[key], node.op_type, node.domain, graph_label, decision.precision, decision.rule, decision.detail
+            labels[key],
+            node.op_type,
+            node.domain,
+            graph_label,
+            decision.precision,
+            decision.rule,
+            decision.detail,
+            USER_RULE_ORIGIN if isinstance(decision.rule, CustomRule) else None,
         )
         result.positions[key] = position
         result.node_ids.setdefault(labels[key], []).append(key)
@@ -177,7 +194,14 @@ def with_forced(base: ClassifyResult, forced: Mapping[str, ForcedDecision]) -> C
             old = decisions[node_id]
             decision = forced_decision(record)
             decisions[node_id] = NodeDecision(
-                old.node, old.op_type, old.domain, old.graph, decision.precision, decision.rule, decision.detail
+                old.node,
+                old.op_type,
+                old.domain,
+                old.graph,
+                decision.precision,
+                decision.rule,
+                decision.detail,
+                record.origin.value,
             )
             result.node_slots.pop(node_id, None)
             result.output_slots.pop(node_id, None)

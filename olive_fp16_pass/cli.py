@@ -29,7 +29,17 @@ def _convert(args: argparse.Namespace) -> int:
 
     if args.report:  # refused before the work, not after the model is written
         check_text_target(args.report, "--report")
-    result = convert_float16(args.model, **options_from_cli(args).to_dict())
+    options = options_from_cli(args)  # a bad option is refused before any feed is read
+    calibration = None
+    if args.calibration_data is not None:
+        from olive_fp16_pass.feeds import iter_feeds
+        from olive_fp16_pass.model_compare import load_graph
+
+        # streamed: a folder of .npz files is read one file at a time during the float32 pass
+        calibration = iter_feeds(args.calibration_data, load_graph(args.model), flag="--calibration-data")
+    result = convert_float16(
+        args.model, **options.to_dict(), calibration_data=calibration, overflow_margin=args.overflow_margin
+    )
     result.save(args.output, in_place=args.in_place)
     if args.report:
         write_text(args.report, result.report.to_json(), "--report")
@@ -38,6 +48,13 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _package_config(args: argparse.Namespace) -> int:
+    try:  # the core install (`.[cpu]`) has no Olive whose package config this extends
+        import olive  # noqa: F401
+    except ImportError as exc:
+        raise Float16Error(
+            f"package-config: Olive is not installed in this environment ({exc}); it is the `olive` extra: "
+            'pip install -e ".[olive,cpu]" (or gpu), or source scripts/setup_env.sh olive,cpu'
+        ) from exc
     from olive_fp16_pass.olive.registration import write_package_config
 
     path = write_package_config(args.output)
@@ -75,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("model", help="the float32 .onnx file (external data beside it is read too)")
     conv.add_argument("-o", "--output", required=True, help="where to write the float16 .onnx (written atomically)")
     add_cli_flags(conv)
+    conv.add_argument(
+        "--calibration-data",
+        metavar="FEEDS",
+        help="calibrated float16: one float32 run over these feeds (the formats of `amp --data`: a .npz file, a "
+        "folder of .npz files, read one at a time, or a Polygraphy JSON list); nodes whose tensors leave "
+        "float16's range on them stay float32 with the measured value as the reason (no search)",
+    )
+    conv.add_argument(
+        "--overflow-margin",
+        type=float,
+        default=2.0,
+        help="with --calibration-data: keep in float32 nodes whose tensors exceed 65504/MARGIN (default: %(default)s)",
+    )
     conv.add_argument("--report", help="write the JSON conversion report (per-node decisions and reasons) here")
     conv.add_argument("--in-place", action="store_true", help="allow -o to be the input model: it is replaced")
     conv.set_defaults(func=_convert)
@@ -242,7 +272,11 @@ def _add_amp_parser(sub) -> None:
         "or the chosen one when only the held-out check failed); the exit code stays 1",
     )
     amp.add_argument("--report", help="write the JSON report (search, criteria, per-node decisions) here")
-    amp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    amp.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="show no search progress on stderr (by default a tqdm bar, or plain lines where tqdm is not installed)",
+    )
     amp.set_defaults(func=_amp)
 
 

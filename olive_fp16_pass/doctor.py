@@ -200,9 +200,9 @@ def check_tf32(session_ok: bool) -> Check:
         with contextlib.suppress(Exception):
             import onnxruntime as ort
 
-            from olive_fp16_pass.runtime import _probe_model
+            from olive_fp16_pass.runtime import probe_model
 
-            session = ort.InferenceSession(_probe_model(), providers=[CUDA])
+            session = ort.InferenceSession(probe_model(), providers=[CUDA])
             value = session.get_provider_options().get(CUDA, {}).get("use_tf32", value)
     disabled = override == "0" or str(value) == "0"
     detail = (

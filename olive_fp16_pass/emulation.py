@@ -14,13 +14,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from olive_fp16_pass import element_types
-from olive_fp16_pass.convert import ConvertStats, _Names, _redirect, insert_rounding
+from olive_fp16_pass import element_types, ir_serde
+from olive_fp16_pass.graph_edit import F16, F32, FreshNames, OutputSlots, Placement, insert_rounding, redirect
 from olive_fp16_pass.graph_walk import GraphIndex
-
-F16 = ir.DataType.FLOAT16
-F32 = ir.DataType.FLOAT
-_DTYPE_ATTR_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "EyeLike"}
+from olive_fp16_pass.precision_edits import DTYPE_ATTR_OPS
 
 
 def _to_f32(tensor: ir.TensorProtocol) -> ir.Tensor:
@@ -29,25 +26,19 @@ def _to_f32(tensor: ir.TensorProtocol) -> ir.Tensor:
 
 def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
     """A float32 model computing what `model` computes with float16 storage; inputs/outputs become float32."""
-    ir_model = ir.serde.deserialize_model(model)
+    ir_model = ir_serde.deserialize_model(model)
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
     main = ir_model.graph
-    names = _Names(index)
-    first_nodes = {id(graph): next(iter(graph), None) for graph in index.graphs}
-    output_slots: dict[int, list[tuple[ir.Graph, int]]] = {}
-    for graph in index.graphs:
-        for i, value in enumerate(graph.outputs):
-            output_slots.setdefault(id(value), []).append((graph, i))
-    stats = ConvertStats()
+    names = FreshNames(index)
+    placement = Placement(index.graphs)
+    outputs = OutputSlots(index.graphs)
 
     def round_after(value: ir.Value) -> None:
         """Round `value` where it is produced and move every reader (outputs too) to the rounded copy."""
-        uses = [("node", n, i) for n, i in value.uses()] + [
-            ("output", g, i) for g, i in output_slots.get(id(value), [])
-        ]
-        back = insert_rounding(value, names, first_nodes)
-        _redirect(ir_model, names, value, back, uses, "unrounded", stats)
+        uses = list(outputs.uses(value))
+        back = insert_rounding(value, names, placement)
+        redirect(main, value, back, uses, lambda old: names.fresh(f"{old}_unrounded"))
 
     for graph in index.graphs:
         for value in graph.initializers.values():
@@ -67,7 +58,7 @@ def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
         elif node.op_type == "ConstantOfShape" and "value" in node.attributes:
             if node.attributes["value"].value.dtype == F16:
                 node.attributes["value"] = ir.AttrTensor("value", _to_f32(node.attributes["value"].value))
-        elif node.op_type in _DTYPE_ATTR_OPS and "dtype" in node.attributes and node.attributes["dtype"].value == F16:
+        elif node.op_type in DTYPE_ATTR_OPS and "dtype" in node.attributes and node.attributes["dtype"].value == F16:
             node.attributes["dtype"] = ir.AttrInt64("dtype", F32)
         for out in node.outputs:
             if out.name and types.get(out) == F16:  # an omitted optional output ('') cannot be read
@@ -80,4 +71,4 @@ def emulate_float16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
                 value.type = ir.TensorType(F32)
     if "" not in ir_model.opset_imports and "ai.onnx" not in ir_model.opset_imports:
         ir_model.opset_imports[""] = 13  # the rounding Casts need the default domain
-    return ir.serde.serialize_model(ir_model)
+    return ir_serde.serialize_model(ir_model)

@@ -5,7 +5,9 @@ The command line has no Python data loader, so feeds come from files in the form
 - a `.npz` file whose keys are the model's input names: one feed; or, when every array has one axis more
   than the model's input (a stack of samples, `np.savez(f, x=np.stack(samples))`), one feed per entry of
   that first axis;
-- a folder of such `.npz` files, read in name order (each file one feed, or a stack);
+- a folder of such `.npz` files, read in name order (each file one feed, or a stack); a file whose arrays all
+  lack the batch dimension (one axis less than the input, whose first dimension is 1 or dynamic), as
+  `workflows/my_model_data.py` writes them for Olive, is one feed with a batch axis of 1 added;
 - a JSON file as `polygraphy run --save-inputs` writes it: a list of feeds, each name -> array, an array
   being Polygraphy's encoding (`{"array": base64 of np.save, "polygraphy_class": "ndarray"}`) or a plain
   nested list of numbers;
@@ -22,6 +24,7 @@ import base64
 import io
 import json
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,9 +67,23 @@ def _rank(value: onnx.ValueInfoProto) -> int | None:
     return len(tensor_type.shape.dim) if tensor_type.HasField("shape") else None
 
 
+def _batch_dim_free(value: onnx.ValueInfoProto) -> bool:
+    """Whether the input's first dimension takes a batch of one (1, or dynamic)."""
+    dims = value.type.tensor_type.shape.dim
+    return bool(dims) and (not dims[0].HasField("dim_value") or dims[0].dim_value == 1)
+
+
 def _split_stack(arrays: dict[str, np.ndarray], inputs: dict[str, onnx.ValueInfoProto], source: str) -> list[Feed]:
-    """One feed, or one per entry of the first axis when every array has one axis more than its input."""
+    """One feed, or one per entry of the first axis when every array has one axis more than its input.
+
+    A sample without the batch dimension (every array one axis short, each input's first dimension 1 or dynamic),
+    as `workflows/my_model_data.py` and Olive's datasets write them, is one feed with a batch axis of 1 added, so
+    the folder a workflow reads is also one the command line reads."""
     ranks = {name: _rank(inputs[name]) for name in arrays if name in inputs}
+    if ranks and all(
+        r is not None and arrays[n].ndim == r - 1 and _batch_dim_free(inputs[n]) for n, r in ranks.items()
+    ):
+        return [{name: array[np.newaxis] if name in ranks else array for name, array in arrays.items()}]
     stacked = bool(ranks) and all(r is not None and arrays[n].ndim == r + 1 for n, r in ranks.items())
     if not stacked:
         return [dict(arrays)]
@@ -195,31 +212,61 @@ def load_feeds(
     elif spec is None:
         raise Float16Error("no input data: give --data FEEDS (.npz file, folder of .npz, JSON) or --random N")
     else:
-        path = Path(spec)
-        if path.is_dir():
-            files = sorted(path.glob("*.npz"))
-            if not files:
-                raise Float16Error(f"--data {path}: the folder holds no .npz files")
-            feeds, sources = [], []
-            for file in files:
-                loaded = _load_npz(file, inputs)
-                feeds += loaded
-                sources += [str(file) if len(loaded) == 1 else f"{file}[{k}]" for k in range(len(loaded))]
-            result = FeedSet(feeds, sources, "npz-folder", str(path))
-        elif not path.is_file():
-            raise Float16Error(f"--data {path}: no such file or folder")
-        elif path.suffix.lower() == ".json":
-            feeds = _load_json(path)
-            result = FeedSet(feeds, [f"{path}[{k}]" for k in range(len(feeds))], "polygraphy-json", str(path))
-        else:
-            feeds = _load_npz(path, inputs)
-            sources = [str(path)] if len(feeds) == 1 else [f"{path}[{k}]" for k in range(len(feeds))]
-            result = FeedSet(feeds, sources, "npz", str(path))
+        kind, read = _reader(Path(spec), inputs, "--data")
+        feeds, sources = [], []
+        for feed, source in read:
+            feeds.append(feed)
+            sources.append(source)
+        result = FeedSet(feeds, sources, kind, str(spec))
     if not result.feeds:
         raise Float16Error(f"--data {result.origin}: no feeds found")
     for feed, source in zip(result.feeds, result.sources, strict=True):
         _check_one(proto, feed, source, check_feeds)
     return result
+
+
+def _reader(path: Path, inputs: dict[str, onnx.ValueInfoProto], flag: str) -> tuple[str, Iterator[tuple[Feed, str]]]:
+    """The kind of `path` (checked now) and a generator of (feed, where it came from), reading lazily: a folder
+    file by file."""
+    if path.is_dir():
+        files = sorted(path.glob("*.npz"))
+        if not files:
+            raise Float16Error(f"{flag} {path}: the folder holds no .npz files")
+
+        def folder() -> Iterator[tuple[Feed, str]]:
+            for file in files:
+                loaded = _load_npz(file, inputs)
+                for k, feed in enumerate(loaded):
+                    yield feed, str(file) if len(loaded) == 1 else f"{file}[{k}]"
+
+        return "npz-folder", folder()
+    if not path.is_file():
+        raise Float16Error(f"{flag} {path}: no such file or folder")
+    if path.suffix.lower() == ".json":
+        feeds = _load_json(path)
+        return "polygraphy-json", ((f, f"{path}[{k}]") for k, f in enumerate(feeds))
+    feeds = _load_npz(path, inputs)
+    return "npz", ((f, str(path) if len(feeds) == 1 else f"{path}[{k}]") for k, f in enumerate(feeds))
+
+
+def iter_feeds(spec: str, proto: onnx.ModelProto, *, flag: str = "--data") -> Iterator[Feed]:
+    """The feeds of `spec` (a .npz file, a folder of them, or a JSON file) one at a time, each checked against
+    the model's inputs as it is read. A folder is read file by file, so a streaming consumer (calibration)
+    holds one file's arrays at a time. The path is checked at once; a bad feed raises when it is reached."""
+    from olive_fp16_pass.mixed_precision import check_feeds
+
+    _, read = _reader(Path(spec), model_inputs(proto), flag)
+
+    def checked() -> Iterator[Feed]:
+        count = 0
+        for feed, source in read:
+            _check_one(proto, feed, source, check_feeds)
+            count += 1
+            yield feed
+        if count == 0:
+            raise Float16Error(f"{flag} {spec}: no feeds found")
+
+    return checked()
 
 
 def _check_one(proto: onnx.ModelProto, feed: Feed, source: str, check_feeds) -> None:
@@ -231,4 +278,4 @@ def _check_one(proto: onnx.ModelProto, feed: Feed, source: str, check_feeds) -> 
         raise Float16Error(message) from exc
 
 
-__all__ = ["FeedSet", "load_feeds", "parse_shapes", "random_feeds"]
+__all__ = ["FeedSet", "iter_feeds", "load_feeds", "parse_shapes", "random_feeds"]

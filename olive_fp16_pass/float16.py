@@ -12,20 +12,23 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
-from olive_fp16_pass import cuda_kernels, element_types, emit_proto
-from olive_fp16_pass.convert import apply_emulation, apply_plan
+from olive_fp16_pass import cuda_kernels, element_types, ir_serde
+from olive_fp16_pass.convert import apply_emulation, write_ir
+from olive_fp16_pass.emit_proto import write_proto
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.fusion_units import ir_units, keep_units_whole
 from olive_fp16_pass.graph_walk import GraphIndex
-from olive_fp16_pass.load_check import load_checked, unit_labels
+from olive_fp16_pass.load_check import SaveCheck, load_checked, unit_labels
 from olive_fp16_pass.model_io import LoadedModel, load, save_model
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import ForcedDecision, Origin
+from olive_fp16_pass.precision_edits import plan_edits
+from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
 from olive_fp16_pass.report import ConversionReport
 
 logger = logging.getLogger(__name__)
@@ -45,18 +48,20 @@ class ConversionResult:
     fusion: dict = field(default_factory=dict, repr=False)
     runtime_problem: str | None = field(default=None, repr=False)
     inputs: tuple[Path, ...] = ()  # files the model was read from: save refuses to overwrite them
+    # The load check of an external-data result, which needs the written files: run by `save` (load_check.py).
+    save_check: SaveCheck | None = field(default=None, repr=False)
 
     @property
     def ir_model(self) -> ir.Model:
         if self._ir is None:
-            self._ir = ir.serde.deserialize_model(self._proto)
+            self._ir = ir_serde.deserialize_model(self._proto)
             _drop_initializer_types(self._ir.graphs())  # else saving writes a value_info per weight
         return self._ir
 
     @property
     def model(self) -> onnx.ModelProto:
         if self._proto is None:
-            self._proto = ir.serde.serialize_model(self._ir)
+            self._proto = ir_serde.serialize_model(self._ir)
         return self._proto
 
     def save(
@@ -69,24 +74,42 @@ class ConversionResult:
     ) -> Path:
         """Write the model atomically; external data if asked, if the input had it, or if it needs it (>2 GB).
 
-        Writing over the input's own model or data file is refused unless `in_place=True`.
+        Writing over the input's own model or data file is refused unless `in_place=True`. A result with
+        external data is load-checked here, on the written files, before they are published (a repair then
+        updates `model` and `report`; an unloadable model raises Float16Error and writes nothing).
         """
         if external_data is None and self.external_data:
             external_data = True
-        return save_model(
-            self.ir_model,
-            path,
-            external_data=external_data,
-            external_data_name=external_data_name,
-            inputs=self.inputs,
-            in_place=in_place,
-        )
+
+        def write(result: ConversionResult, check) -> Path:
+            return save_model(
+                result.ir_model,
+                path,
+                external_data=external_data,
+                external_data_name=external_data_name,
+                inputs=result.inputs,
+                in_place=in_place,
+                check=check,
+            )
+
+        return write(self, None) if self.save_check is None else self.save_check.run(self, write)
+
+
+def _checked_model(model: ModelLike) -> ModelLike:
+    if isinstance(model, (onnx.ModelProto, str, os.PathLike)):
+        return model
+    raise Float16Error(f"model: expected an onnx.ModelProto or a path to an .onnx file, got {type(model).__name__}")
 
 
 def _load(model: ModelLike) -> LoadedModel:
-    if isinstance(model, (onnx.ModelProto, str, os.PathLike)):
-        return load(model)
-    raise Float16Error(f"model: expected an onnx.ModelProto or a path to an .onnx file, got {type(model).__name__}")
+    return load(_checked_model(model))
+
+
+def check_overflow_margin(value: Any) -> float:
+    """The margin is checked even without calibration data: a typo must not wait for the day data comes."""
+    from olive_fp16_pass.activation_stats import check_overflow_margin as check
+
+    return check(value)
 
 
 def convert_float16(
@@ -98,8 +121,12 @@ def convert_float16(
     op_include_list: list[str] | None = None,
     node_include_list: list[str] | None = None,
     clamp_weights: bool = False,
+    max_reduction_elements: int | None = None,
+    extra_rules: list | None = None,
     provider: str | None = "CUDAExecutionProvider",
     load_check: bool = True,
+    calibration_data: Iterable[Mapping[str, Any]] | None = None,
+    overflow_margin: float = 2.0,
 ) -> ConversionResult:
     """Convert a float32 model to float16, keeping in float32 only the nodes that must stay there.
 
@@ -108,12 +135,21 @@ def convert_float16(
     `provider="CUDAExecutionProvider"`, no CUDA float16 kernel in onnxruntime), and the report says which rule
     and the value it measured. `provider` is the execution provider the model is meant for (None: no
     provider-specific rule). Node names in the node lists are exact names or regular expressions (full match).
+    `max_reduction_elements` (opt-in): reductions, MatMul, Gemm and Conv summing over more elements stay float32.
+    `extra_rules`: your own rules (functions or objects with `decide`, see user_rules.py); a reason they return
+    keeps the node float32, reported under the rule's name.
     The input model is never modified.
 
     `load_check`: open the result in onnxruntime with every graph optimization (CPU, and CUDA where it works)
     and repair or refuse a model that would not load (see load_check.py). It costs one session per provider,
     several times the conversion itself on large graphs (5k nodes: ~0.5 s to convert, ~2.5 s for the session);
     turn it off only where something else loads the model right after.
+
+    `calibration_data`: an iterable of input feeds (dicts name -> array, like `auto_mixed_precision`'s data;
+    a generator is fine, each feed is read once and dropped, and feeds may differ in shape). The model is run
+    once in float32 over all of them and nodes that read or write a tensor beyond 65504 / `overflow_margin`, or
+    write one entirely subnormal in float16, stay float32 with the measured value as the reason (origin
+    `calibration`); no search, no accuracy validation (activation_stats.py).
     """
     options = ConversionOptions(
         keep_io_types=keep_io_types,
@@ -122,9 +158,34 @@ def convert_float16(
         op_include_list=op_include_list,
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
+        max_reduction_elements=max_reduction_elements,
+        extra_rules=extra_rules,
         provider=provider,
     )
-    return convert_with_options(model, options, load_check=load_check)
+    if calibration_data is None:
+        check_overflow_margin(overflow_margin)
+        return convert_with_options(model, options, load_check=load_check)
+    from olive_fp16_pass.activation_stats import calibrate
+
+    calibration = calibrate(_checked_model(model), calibration_data, overflow_margin=overflow_margin)
+    result = convert_with_options(model, options, forced=calibration.forced, load_check=load_check)
+    report = result.report
+    report.calibration = calibration.to_dict()
+    report.seconds += calibration.seconds
+    mark_sentinels(report, calibration.sentinel_notes)
+    if calibration.stats.tensors and not calibration.forced:
+        report.notes.append(
+            f"calibration: no tensor left float16's range on {calibration.stats.feeds} calibration feeds"
+        )
+    return result
+
+
+def mark_sentinels(report: ConversionReport, notes: Mapping[str, str]) -> None:
+    """Float16 nodes that read or write a masking-sentinel tensor say so (rule mask_sentinel), with the value:
+    their tensor left float16's range, and the report must say why they converted all the same."""
+    for decision in report.decisions:
+        if decision.precision is Precision.FP16 and decision.rule is Rule.CONVERTED and decision.node in notes:
+            decision.rule, decision.detail = Rule.MASK_SENTINEL, notes[decision.node]
 
 
 def convert_with_options(
@@ -153,7 +214,7 @@ def convert_with_options(
         if emulate or not check_runtime or not load_check:
             return _convert(model, options, base_forced, emulate, check_runtime)
         # A repair converts again from the untouched input; an ir.Model is edited in place, so keep a copy.
-        source = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
+        source = ir_serde.serialize_model(model) if isinstance(model, ir.Model) else model
         attempts = iter([model])
 
         def convert(repairs: dict) -> ConversionResult:
@@ -168,6 +229,8 @@ def convert_with_options(
             gc.enable()
 
 
+# ~85 lines, on purpose: the pipeline read top to bottom (load, types, rules, fusion units, edits, report); the
+# report reads nearly every step's result, so pieces of it would pass them all around.
 def _convert(
     model: ModelLike | ir.Model,
     options: ConversionOptions,
@@ -198,11 +261,15 @@ def _convert(
         fusion_notes = keep_units_whole(ir_model, units, classified, options, index.labels)
     fusion_table = unit_labels(units, index.labels)  # read before the graph is edited
     converted_proto = None
-    if source_proto is not None:
-        converted_proto, stats = emit_proto.emit(source_proto, ir_model, index, types, classified, options)
+    if emulate:
+        stats = apply_emulation(ir_model, index, types, classified, options)
     else:
-        apply = apply_emulation if emulate else apply_plan
-        stats = apply(ir_model, index, types, classified, options)
+        edits = plan_edits(ir_model, index, types, classified, options)  # decided once, written by one writer:
+        if source_proto is not None:
+            converted_proto = write_proto(source_proto, ir_model, index, edits)  # protobuf: a ModelProto input
+        else:
+            write_ir(ir_model, index, edits)  # onnx-ir: paths, external data, the search's candidates
+        stats = edits.stats()
 
     if stats.casts_inserted and _add_default_opset(ir_model, converted_proto):
         added_note = f"added an opset import for the default domain (version {CAST_OPSET}) for the inserted Casts"

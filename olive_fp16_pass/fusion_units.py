@@ -15,6 +15,15 @@ the precision of the tensor it normalises (`entry_sensitive`); the Float16 conve
 
 The matcher works on any graph through a small adapter, so the mixed-precision search (protobuf, labels by
 position) and the Float16 conversion (onnx-ir) share one definition of the patterns.
+
+ORT's other fusions at ORT_ENABLE_ALL (QuickGelu/SiLU, BiasSoftmax, SkipLayerNorm and EmbedLayerNorm around a
+LayerNormalization op, MatMulScale, MatMulTranspose, MatMulAdd, GemmActivation, ConvActivation,
+ConvAddActivation, ConvBN, ConvMul/ConvAdd, Pad, BiasGelu around Gelu-20) match only along direct producer ->
+consumer edges and absorb no Cast, so a precision boundary inside one of them just prevents the fusion: no unit
+is needed (tests/test_fusion_straddle.py splits each member by member, and BERT/GPT-2 exports op type by op
+type). SimplifiedLayerNorm's Cast-absorbing variant exists only with allow_precision_change, which sessions do
+not enable. Attention and the CUDA-only fusions (GroupQueryAttention, BiasSoftmax's matcher) are left to the
+load check, whose CUDA session runs where a GPU is present.
 """
 
 from __future__ import annotations
@@ -305,10 +314,10 @@ class _Large:
     dtype = None
 
 
-def _set_fp32(classified, node: ir.Node, rule: Rule, detail: str) -> None:
+def _set_fp32(classified, node: ir.Node, rule: Rule, detail: str, origin: str | None = None) -> None:
     decision = classified.plan.decisions[id(node)]
     classified.plan.decisions[id(node)] = NodeDecision(
-        decision.node, decision.op_type, decision.domain, decision.graph, Precision.FP32, rule, detail
+        decision.node, decision.op_type, decision.domain, decision.graph, Precision.FP32, rule, detail, origin
     )
     classified.node_slots.pop(id(node), None)
     classified.output_slots.pop(id(node), None)
@@ -361,7 +370,7 @@ def keep_units_whole(model: ir.Model, units: list[FusionUnit], classified, optio
                 for node in members:
                     if decisions[id(node)].precision is Precision.FP16:
                         detail = f"fused with '{cause.node}' (onnxruntime fuses this {unit.kind} into one kernel)"
-                        _set_fp32(classified, node, cause.rule, f"{detail}: {cause.detail}".rstrip(": "))
+                        _set_fp32(classified, node, cause.rule, f"{detail}: {cause.detail}".rstrip(": "), cause.origin)
                 notes.append(f"{unit.kind} unit at '{labels[id(members[0])]}' kept whole in float32")
                 changed = True
                 continue

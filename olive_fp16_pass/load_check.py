@@ -8,6 +8,11 @@ ever moves nodes to float32 (the whole fusion unit it belongs to, or the node th
 converted again; a model that still fails is never returned: Float16Error says which node and why.
 A model whose input already fails to load in this onnxruntime (custom ops it lacks) is checked structurally
 only, and the report says so.
+
+A result whose weights live in external data is checked where its files exist: when it is saved
+(`SaveCheck`). The session is opened on the files written in the save's hidden temporary folder, before they
+are renamed into place; a failure there is repaired the same way (the result is converted again, and its
+model and report replaced), and a model that still fails is never published: nothing is written.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import onnx
 import onnx_ir as ir
@@ -122,14 +129,13 @@ def load_checked(model, convert: Callable[[dict[str, tuple[Rule, str]]], object]
     if result.runtime_problem:
         return result  # this onnxruntime cannot load the IR version / opset at all: already a warning
     if result.external_data:
-        result.report.notes.append(
-            "not load-checked in onnxruntime here: the weights live in external data (check the saved file)"
-        )
+        result.save_check = SaveCheck(model, convert)
+        result.report.notes.append(SaveCheck.PENDING)
         return result
     notes: list[str] = []
     for _ in range(MAX_REPAIRS):
         data = result.model.SerializeToString()
-        failure = next(((p, m) for p in _providers() if (m := load_problem(data, p)) is not None), None)
+        failure = first_failure(data)
         if failure is None:
             result.report.notes.extend(notes)
             return result
@@ -141,17 +147,104 @@ def load_checked(model, convert: Callable[[dict[str, tuple[Rule, str]]], object]
         notes.append(note)
         forced_all = {**forced_all, **forced}
         result = convert(forced_all)
-    source = _source_bytes(model)
-    source_problem = load_problem(source, provider) if source is not None else None
-    if source_problem is not None:
-        first = source_problem.splitlines()[0][:200]
-        result.report.warnings.append(
-            f"the input model does not load in onnxruntime on {provider} either ({first}); "
-            "the converted model was checked structurally only"
-        )
-        result.report.notes.extend(notes)
+    if _input_fails_too(result, model, provider, notes):
         return result
-    raise Float16Error(
+    raise unloadable(provider, message)
+
+
+def first_failure(model: bytes | str) -> tuple[str, str] | None:
+    """(provider, onnxruntime's message) for the first usable provider that cannot load `model`, or None."""
+    return next(((p, m) for p in _providers() if (m := load_problem(model, p)) is not None), None)
+
+
+def unloadable(provider: str, message: str) -> Float16Error:
+    return Float16Error(
         f"the converted model does not load in onnxruntime on {provider} with all graph optimizations, and no "
         f"float32 repair fixed it: {message.splitlines()[0][:500]}"
     )
+
+
+def _input_fails_too(result, model, provider: str, notes: list[str]) -> bool:
+    """True (and a warning in the report) when the input itself does not load on `provider`: not our doing."""
+    source = _source_bytes(model)
+    source_problem = load_problem(source, provider) if source is not None else None
+    if source_problem is None:
+        return False
+    first = source_problem.splitlines()[0][:200]
+    result.report.warnings.append(
+        f"the input model does not load in onnxruntime on {provider} either ({first}); "
+        "the converted model was checked structurally only"
+    )
+    result.report.notes.extend(notes)
+    return True
+
+
+class _LoadFailure(Exception):
+    """Raised inside a save's temporary folder so that the save publishes nothing."""
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(message)
+        self.provider, self.message = provider, message
+
+
+def _check_written(model_path: Path) -> None:
+    failure = first_failure(str(model_path))
+    if failure is not None:
+        raise _LoadFailure(*failure)
+
+
+@dataclass
+class SaveCheck:
+    """The load check of an external-data result, run by its `save` on the files it writes.
+
+    onnxruntime resolves external data against the model file's folder, so the check needs the written files:
+    `run` has `write(result, check)` save the model into its hidden temporary folder and call `check(path)` on
+    the model file there before anything is renamed into place. A failure discards that folder, repairs as
+    the in-memory check does (re-converting with the failing fusion unit in float32), adopts the repaired
+    model and report into `result`, and writes again.
+    """
+
+    source: object  # what was converted: a path (or a ModelProto), to tell whether the input itself loads
+    convert: Callable[[dict[str, tuple[Rule, str]]], object]
+    forced: dict[str, tuple[Rule, str]] = field(default_factory=dict)
+
+    PENDING = "load-checked in onnxruntime when saved: the weights live in external data, which it reads from files"
+    DONE = "load-checked in onnxruntime on the saved files (the weights live in external data)"
+
+    def run(self, result, write: Callable[[object, Callable[[Path], None] | None], Path]) -> Path:
+        notes: list[str] = []
+        for _ in range(MAX_REPAIRS):
+            try:
+                path = write(result, _check_written)
+            except _LoadFailure as failure:
+                provider, message = failure.provider, failure.message
+            else:
+                self._done(result, notes)
+                return path
+            repair = _repair(result, message)
+            if repair is None:
+                break
+            forced, note = repair
+            notes.append(note)
+            self.forced = {**self.forced, **forced}
+            _adopt(result, self.convert(self.forced))
+        if _input_fails_too(result, self.source, provider, notes):
+            result.report.notes[:] = [n for n in result.report.notes if n != self.PENDING]
+            result.save_check = None
+            return write(result, None)
+        raise unloadable(provider, message)
+
+    def _done(self, result, notes: list[str]) -> None:
+        report_notes = result.report.notes
+        if self.PENDING in report_notes:
+            report_notes[report_notes.index(self.PENDING)] = self.DONE
+        report_notes.extend(notes)
+        result.save_check = None
+
+
+def _adopt(result, repaired) -> None:
+    """Make `result` the repaired conversion: the caller holds `result`, and its report must tell the repair."""
+    notes = [n for n in repaired.report.notes if n != SaveCheck.PENDING]
+    repaired.report.notes[:] = [*notes, SaveCheck.PENDING]
+    result._ir, result._proto = repaired._ir, repaired._proto
+    result.report, result.fusion = repaired.report, repaired.fusion

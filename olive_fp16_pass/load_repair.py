@@ -118,36 +118,8 @@ def sort_graph(graph: onnx.GraphProto, source: str, outer: frozenset[str]) -> li
         for name in node.output:
             if name:
                 producer.setdefault(name, i)
-    needs: list[set[int]] = []
-    for i, node in enumerate(nodes):
-        deps = set()
-        for name in _node_reads(node):
-            if name in available and name not in producer:
-                continue
-            if name in producer:
-                if producer[name] != i:
-                    deps.add(producer[name])
-            elif name not in available:
-                raise ModelFileError(
-                    f"{source}: node '{node.name or node.op_type}' reads '{name}', which no node, graph input or "
-                    "initializer provides"
-                )
-        needs.append(deps)
-    users: list[list[int]] = [[] for _ in nodes]
-    missing = [len(d) for d in needs]
-    for i, deps in enumerate(needs):
-        for d in deps:
-            users[d].append(i)
-    ready = [i for i, m in enumerate(missing) if m == 0]
-    heapq.heapify(ready)
-    order: list[int] = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for u in users[i]:
-            missing[u] -= 1
-            if missing[u] == 0:
-                heapq.heappush(ready, u)
+    needs = _dependencies(nodes, producer, available, source)
+    order, missing = _stable_order(needs)
     if len(order) < len(nodes):
         stuck = [nodes[i].name or nodes[i].op_type for i in _in_cycles(needs, missing)]
         raise ModelFileError(
@@ -168,6 +140,46 @@ def sort_graph(graph: onnx.GraphProto, source: str, outer: frozenset[str]) -> li
                 for sub in attr.graphs:
                     repairs += sort_graph(sub, source, scope)
     return repairs
+
+
+def _dependencies(nodes, producer: dict[str, int], available: set[str], source: str) -> list[set[int]]:
+    """For each node, the positions of the nodes it reads from; an input nothing provides is refused."""
+    needs: list[set[int]] = []
+    for i, node in enumerate(nodes):
+        deps = set()
+        for name in _node_reads(node):
+            if name in available and name not in producer:
+                continue
+            if name in producer:
+                if producer[name] != i:
+                    deps.add(producer[name])
+            elif name not in available:
+                raise ModelFileError(
+                    f"{source}: node '{node.name or node.op_type}' reads '{name}', which no node, graph input or "
+                    "initializer provides"
+                )
+        needs.append(deps)
+    return needs
+
+
+def _stable_order(needs: list[set[int]]) -> tuple[list[int], list[int]]:
+    """Kahn's sort taking the lowest ready position first; also what each unplaced node still waits for."""
+    users: list[list[int]] = [[] for _ in needs]
+    missing = [len(d) for d in needs]
+    for i, deps in enumerate(needs):
+        for d in deps:
+            users[d].append(i)
+    ready = [i for i, m in enumerate(missing) if m == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            missing[u] -= 1
+            if missing[u] == 0:
+                heapq.heappush(ready, u)
+    return order, missing
 
 
 def _in_cycles(needs: list[set[int]], missing: list[int]) -> list[int]:

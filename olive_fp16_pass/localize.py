@@ -16,7 +16,7 @@ import math
 import numpy as np
 import onnx
 
-from olive_fp16_pass.mixed_precision import _expose  # the search's: every named tensor as an output
+from olive_fp16_pass.graph_edit import expose_outputs  # every named tensor as an output, as the search does
 from olive_fp16_pass.runtime import SessionFactory, ValidationBackend, run_session
 
 JUMP_FACTOR = 10.0
@@ -58,36 +58,63 @@ def localize_error(
     `model_compare.Side`)."""
     ref_proto, cand_proto = reference.model, candidate.model
     cand_produced = {o for n in cand_proto.graph.node for o in n.output if o}
-    nodes = [n for n in ref_proto.graph.node]
+    nodes = list(ref_proto.graph.node)
     names = [o for n in nodes for o in n.output if o and o in cand_produced]
     rounded = _rounded_names(cand_proto) if candidate.emulated else {}
     cand_names = [rounded.get(n, n) for n in names]
-    ref_session = sessions.session(_expose(ref_proto, names), emulation=backend.emulated)
-    cand_session = sessions.session(_expose(cand_proto, cand_names), emulation=backend.emulated)
+    ref_session = sessions.session(expose_outputs(ref_proto, names), emulation=backend.emulated)
+    cand_session = sessions.session(expose_outputs(cand_proto, cand_names), emulation=backend.emulated)
+    used = feeds[:SAMPLES]
+    stats = _TensorStats(names)
     ref_out = [o.name for o in ref_session.get_outputs()]
     cand_out = [o.name for o in cand_session.get_outputs()]
-    error = dict.fromkeys(names, 0.0)
-    nonfinite = dict.fromkeys(names, 0)
-    abs_max = dict.fromkeys(names, 0.0)
-    used = feeds[:SAMPLES]
     for feed in used:
         ref = dict(zip(ref_out, run_session(ref_session, feed), strict=True))
         cand = dict(zip(cand_out, run_session(cand_session, feed), strict=True))
         for name, cand_name in zip(names, cand_names, strict=True):
-            r, c = np.asarray(ref[name]), np.asarray(cand[cand_name])
-            if not (np.issubdtype(r.dtype, np.floating) and r.size and r.shape == c.shape):
-                error.pop(name, None)
-                continue
-            r64, c64 = r.astype(np.float64), c.astype(np.float64)
-            finite = np.isfinite(r64)
-            nonfinite[name] += int(np.count_nonzero(finite & ~np.isfinite(c64)))
-            with np.errstate(invalid="ignore", over="ignore"):
-                diff = np.abs(c64[finite] - r64[finite])
-                scale = float(np.mean(np.abs(r64[finite]))) if finite.any() else 0.0
-                e = float(np.mean(diff) / (scale + 1e-12)) if diff.size else 0.0
-            if name in error:
-                error[name] += (e if math.isfinite(e) else math.inf) / len(used)
-            abs_max[name] = max(abs_max[name], float(np.max(np.abs(r64[finite]))) if finite.any() else 0.0)
+            stats.add(name, np.asarray(ref[name]), np.asarray(cand[cand_name]), len(used))
+    rows = _rows(nodes, stats, threshold)
+    first = [r for r in rows if r["jump"]][:top]
+    largest = sorted(rows, key=lambda r: -r["increase"])[:top]
+    for row in rows:
+        row["increase"] = _json(row["increase"])
+    return {
+        "threshold": threshold,
+        "jump_factor": JUMP_FACTOR,
+        "samples": len(used),
+        "tensors_compared": len(stats.error),
+        "first_jumps": [{k: v for k, v in r.items() if k != "jump"} for r in first],
+        "largest_increases": [{k: v for k, v in r.items() if k != "jump"} for r in largest],
+    }
+
+
+class _TensorStats:
+    """Per tensor, over the feeds: mean relative error, new NaN/Inf count, the reference's largest magnitude."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.error = dict.fromkeys(names, 0.0)  # a tensor that is not a comparable float array leaves it
+        self.nonfinite = dict.fromkeys(names, 0)
+        self.abs_max = dict.fromkeys(names, 0.0)
+
+    def add(self, name: str, r: np.ndarray, c: np.ndarray, samples: int) -> None:
+        if not (np.issubdtype(r.dtype, np.floating) and r.size and r.shape == c.shape):
+            self.error.pop(name, None)
+            return
+        r64, c64 = r.astype(np.float64), c.astype(np.float64)
+        finite = np.isfinite(r64)
+        self.nonfinite[name] += int(np.count_nonzero(finite & ~np.isfinite(c64)))
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(c64[finite] - r64[finite])
+            scale = float(np.mean(np.abs(r64[finite]))) if finite.any() else 0.0
+            e = float(np.mean(diff) / (scale + 1e-12)) if diff.size else 0.0
+        if name in self.error:
+            self.error[name] += (e if math.isfinite(e) else math.inf) / samples
+        self.abs_max[name] = max(self.abs_max[name], float(np.max(np.abs(r64[finite]))) if finite.any() else 0.0)
+
+
+def _rows(nodes: list[onnx.NodeProto], stats: _TensorStats, threshold: float) -> list[dict]:
+    """One row per compared node output, in graph order, with the error it adds over its inputs' worst."""
+    error, nonfinite = stats.error, stats.nonfinite
     rows = []
     for position, node in enumerate(nodes):
         inputs = [i for i in node.input if i in error]
@@ -97,9 +124,7 @@ def localize_error(
             if out not in error:
                 continue
             e_out = error[out]
-            jump = (nonfinite[out] > 0 and not bad_in) or (
-                not bad_in and e_out > threshold and e_out > JUMP_FACTOR * e_in
-            )
+            jump = not bad_in and (nonfinite[out] > 0 or (e_out > threshold and e_out > JUMP_FACTOR * e_in))
             rows.append(
                 {
                     "position": position,
@@ -110,22 +135,11 @@ def localize_error(
                     "input_rel_error": _json(e_in),
                     "increase": e_out - e_in if math.isfinite(e_out - e_in) else math.inf,
                     "nonfinite": nonfinite[out],
-                    "reference_abs_max": _json(abs_max[out]),
+                    "reference_abs_max": _json(stats.abs_max[out]),
                     "jump": jump,
                 }
             )
-    first = [r for r in rows if r["jump"]][:top]
-    largest = sorted(rows, key=lambda r: -r["increase"])[:top]
-    for row in rows:
-        row["increase"] = _json(row["increase"])
-    return {
-        "threshold": threshold,
-        "jump_factor": JUMP_FACTOR,
-        "samples": len(used),
-        "tensors_compared": len(error),
-        "first_jumps": [{k: v for k, v in r.items() if k != "jump"} for r in first],
-        "largest_increases": [{k: v for k, v in r.items() if k != "jump"} for r in largest],
-    }
+    return rows
 
 
 __all__ = ["localize_error"]

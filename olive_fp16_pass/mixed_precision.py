@@ -34,17 +34,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
-from tqdm.auto import tqdm
 
-from olive_fp16_pass.classify import FP16_MAX, FP16_UNDERFLOW
+from olive_fp16_pass import ir_serde
+from olive_fp16_pass.activation_stats import range_decisions, sentinel_notes
 from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
-from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options
+from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options, mark_sentinels
 from olive_fp16_pass.fusion_units import fusion_units
+from olive_fp16_pass.graph_edit import expose_outputs as _expose  # shared with localize.py
 from olive_fp16_pass.model_io import has_external_data, load, load_model_file, set_base_dir
 from olive_fp16_pass.node_cost import NodeCost, fp16_share, give_back_order, links_of, node_costs
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import OVERRULABLE, ForcedDecision, Origin, Precision, Rule
+from olive_fp16_pass.progress import progress_bar
 from olive_fp16_pass.report import SearchReport
 from olive_fp16_pass.runtime import (
     BIG_MODEL_BYTES,
@@ -52,9 +54,11 @@ from olive_fp16_pass.runtime import (
     ValidationBackend,
     choose_backend,
     run_session,
+    tensor_view,
 )
 from olive_fp16_pass.sentinels import Sentinel, ValueStats, activation_sentinel
 from olive_fp16_pass.switchable import SwitchableEmulation, release_external
+from olive_fp16_pass.weight_ranges import FP16_MAX
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +112,7 @@ def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir
     from olive_fp16_pass import element_types
     from olive_fp16_pass.graph_walk import GraphIndex
 
-    ir_model = ir.serde.deserialize_model(proto)
+    ir_model = ir_serde.deserialize_model(proto)
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
     labels = [index.labels[id(node)] for node in ir_model.graph]
@@ -161,17 +165,6 @@ def estimate_bytes(proto: onnx.ModelProto, base_dir: Path | None) -> int:
     return total
 
 
-def _expose(proto: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(proto)
-    present = {o.name for o in exposed.graph.output}
-    for name in names:
-        if name not in present:
-            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
-            present.add(name)
-    return exposed
-
-
 class _Search:
     def __init__(
         self,
@@ -209,12 +202,12 @@ class _Search:
         self.refine_budget = refine_budget
         self.costs: dict[str, NodeCost] = {}  # estimated per node once the reference run gave the shapes
         self.links: dict[str, list[tuple[str, int]]] = {}
-        self.bar = tqdm(desc="mixed precision search", unit="candidate", disable=not progress, leave=False)
+        self.bar = progress_bar("mixed precision search", "candidate", enabled=progress)  # plain lines without tqdm
 
     # -- building and validating candidates --------------------------------------------------------------
     def fresh_ir(self) -> ir.Model:
         """A new onnx-ir copy of the source whose external tensors read from the model's folder."""
-        model = ir.serde.deserialize_model(self.proto)
+        model = ir_serde.deserialize_model(self.proto)
         if self.base_dir is not None:
             set_base_dir(model, self.base_dir)
         return model
@@ -266,6 +259,13 @@ class _Search:
         # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
         if self.switch_session is None:
             self.switch_session = self.sessions.session(self.switchable.model, emulation=True, threads=self.threads())
+        typed = self._typed_feeds(feeds)[select]
+        if any(value.dtype.kind in "OSU" for feed in typed for value in feed.values()):
+            # Strings (a scikit-learn pipeline's text or category column): I/O binding refuses them.
+            gates, classified = self.switchable.gates(self.base, forced)
+            gate_feed = self.switchable.gate_feed(gates)
+            runs = [[tensor_view(o) for o in self.switch_session.run(names, {**gate_feed, **feed})] for feed in typed]
+            return runs, classified
         key = (frozenset(forced), id(self.switch_session))
         if getattr(self, "_bound_key", None) != key:
             gates, classified = self.switchable.gates(self.base, forced)
@@ -275,25 +275,24 @@ class _Search:
             self._bound_key, self._bound = key, (binding, classified)
         binding, classified = self._bound
         runs = []
-        for feed in self._typed_feeds(feeds)[select]:
+        for feed in typed:
             for name, value in feed.items():
                 binding.bind_cpu_input(name, value)
             for name in names:
                 binding.bind_output(name)
             self.switch_session.run_with_iobinding(binding)
-            runs.append(binding.copy_outputs_to_cpu())
+            runs.append([tensor_view(o) for o in binding.copy_outputs_to_cpu()])
             binding.clear_binding_outputs()
         return runs, classified
 
     def _typed_feeds(self, feeds) -> list[dict[str, np.ndarray]]:
-        """Feeds as float32 arrays once per list (the gated model's inputs are the float32 model's)."""
+        """Feeds as arrays once per list, float32 where the input is float32 (the gated model's inputs are the
+        float32 model's); other inputs keep their dtype (a float64 model takes float64)."""
         key = id(feeds)
         if getattr(self, "_typed_key", None) != key:
+            float32 = {i.name for i in self.proto.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
             self._typed = [
-                {
-                    k: (np.asarray(v, np.float32) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v))
-                    for k, v in feed.items()
-                }
+                {k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) for k, v in feed.items()}
                 for feed in feeds
             ]
             self._typed_key = key
@@ -453,29 +452,12 @@ class _Search:
         return reference, holdout_reference, abs_max
 
     def range_rules(self, abs_max: dict[str, float], labels: list[str]) -> dict[str, ForcedDecision]:
-        limit = FP16_MAX / self.overflow_margin
-        forced: dict[str, ForcedDecision] = {}
-        for node, label in zip(self.proto.graph.node, labels, strict=True):
-            for name in [*node.input, *node.output]:
-                peak = abs_max.get(name)
-                if peak is None:
-                    continue
-                if peak > limit and self.sentinel_of(name) is None:
-                    forced[label] = ForcedDecision(
-                        Rule.ACTIVATION_OVERFLOW,
-                        f"tensor '{name}' reaches |{peak:.6g}| on validation data > {limit:g} "
-                        f"(float16 max {FP16_MAX:g} / margin {self.overflow_margin:g})",
-                        Origin.RANGE,
-                    )
-                    break
-                if 0 < peak < FP16_UNDERFLOW and name in node.output:
-                    forced[label] = ForcedDecision(
-                        Rule.ACTIVATION_UNDERFLOW,
-                        f"tensor '{name}' stays below {peak:.3g} on validation data: float16 would lose over 1% of it",
-                        Origin.RANGE,
-                    )
-                    break
-        return forced
+        """The activation-range rule (activation_stats.range_decisions, shared with calibrated Float16); a tensor
+        whose out-of-range values are masking sentinels (sentinels.py) is not an overflow."""
+        nodes = ((label, node.input, node.output) for node, label in zip(self.proto.graph.node, labels, strict=True))
+        return range_decisions(
+            nodes, abs_max, self.overflow_margin, is_sentinel=lambda name: self.sentinel_of(name) is not None
+        )
 
     def overrulable(self) -> dict[str, ForcedDecision]:
         """Nodes a precision rule (weight underflow: a weight entirely subnormal in float16) keeps in float32,
@@ -522,17 +504,9 @@ class _Search:
 
     def note_sentinels(self, report) -> list[dict]:
         """Float16 nodes that read or write a sentinel tensor say so in the report (rule mask_sentinel)."""
-        notes: dict[str, str] = {}
-        for node, label in zip(self.proto.graph.node, self.labels, strict=True):
-            for name in [*node.output, *node.input]:
-                sentinel = self.sentinels.get(name)
-                if sentinel is not None and label not in notes:
-                    sign = math.copysign(1.0, sentinel.value)
-                    becomes = f"{sign * FP16_MAX:g} or {sign * math.inf}"
-                    notes[label] = sentinel.detail(f"tensor '{name}' on validation data", becomes)
-        for decision in report.decisions:
-            if decision.precision is Precision.FP16 and decision.rule is Rule.CONVERTED and decision.node in notes:
-                decision.rule, decision.detail = Rule.MASK_SENTINEL, notes[decision.node]
+        graph_nodes = zip(self.proto.graph.node, self.labels, strict=True)
+        edges = ((label, node.input, node.output) for node, label in graph_nodes)
+        mark_sentinels(report, sentinel_notes(edges, self.sentinels, "on validation data"))
         return [{"tensor": n, "value": s.value, "feeds": s.feeds} for n, s in self.sentinels.items()]
 
     def rank(self, forced, labels: list[str]) -> tuple[list[str], list[set[str]]]:
@@ -653,6 +627,8 @@ def auto_mixed_precision(
     op_include_list: list[str] | None = None,
     node_include_list: list[str] | None = None,
     clamp_weights: bool = False,
+    max_reduction_elements: int | None = None,
+    extra_rules: list | None = None,
     holdout_fraction: float = 0.25,
     overflow_margin: float = 2.0,
     refine_budget: int = 64,
@@ -686,6 +662,8 @@ def auto_mixed_precision(
         op_include_list=op_include_list,
         node_include_list=node_include_list,
         clamp_weights=clamp_weights,
+        max_reduction_elements=max_reduction_elements,
+        extra_rules=extra_rules,
         provider=provider,
     )
     base_dir = None
@@ -699,7 +677,7 @@ def auto_mixed_precision(
     else:
         # Lazily loaded: external tensors stay in their files (memory-mapped when read), so the search costs
         # about the model's size in memory, and the serialized proto only references them.
-        proto = ir.serde.serialize_model(load_model_file(model)[0])
+        proto = ir_serde.serialize_model(load_model_file(model)[0])
         if has_external_data(proto):
             base_dir = Path(model).resolve().parent
     unknown = sorted(set(criteria.per_output) - {o.name for o in proto.graph.output})

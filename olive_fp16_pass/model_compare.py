@@ -172,42 +172,9 @@ def compare_models(
     cand_side = prepare(candidate_label, candidate, backend, emulate)
     ref_session = session_for(ref_side, sessions, backend, reference_label)
     cand_session = session_for(cand_side, sessions, backend, candidate_label)
-    ref_runs, cand_runs = [], []
-    for k, feed in enumerate(feeds):
-        try:
-            ref_runs.append([_as_float(v) for v in run_session(ref_session, feed, ref_outputs)])
-            cand_runs.append([_as_float(v) for v in run_session(cand_session, feed, ref_outputs)])
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise Float16Error(f"feed {k}: a model failed to run on it: {first[:400]}") from exc
-    outputs = {}
-    errors = {}
-    for j, name in enumerate(ref_outputs):
-        refs, cands = [r[j] for r in ref_runs], [c[j] for c in cand_runs]
-        if not np.issubdtype(refs[0].dtype, np.floating):
-            same = all(np.array_equal(r, c) for r, c in zip(refs, cands, strict=True))
-            outputs[name] = {"dtype": str(refs[0].dtype), "identical": same}
-            continue
-        limits = criteria.for_output(name) if criteria else {}
-        error = output_error(refs, cands, limits.get("rtol", 0.0), limits.get("atol", 0.0))
-        errors[name] = error
-        outputs[name] = {
-            "max_abs": _json_float(error.max_abs),
-            "mean_abs": _json_float(error.mean_abs),
-            "p999_abs": _json_float(error.p999_abs),
-            "cosine": _json_float(error.cosine),
-            "psnr_db": _json_float(error.psnr),
-            "nonfinite_where_reference_finite": error.nonfinite,
-            "candidate": _counts(cands),
-            "reference": _counts(refs),
-        }
-    if criteria is not None:
-        failures = criteria.check(errors)
-    else:  # no thresholds: only NaN/Inf where float32 is finite fails
-        failures = [
-            f"{n}: {e.nonfinite} NaN/Inf values where the reference is finite" for n, e in errors.items() if e.nonfinite
-        ]
-    failures += [f"{n}: integer output differs" for n, o in outputs.items() if o.get("identical") is False]
+    ref_runs, cand_runs = _run_all(ref_session, cand_session, feeds, ref_outputs)
+    outputs, errors = _statistics(ref_outputs, ref_runs, cand_runs, criteria)
+    failures = _failures(outputs, errors, criteria)
     result = {
         "reference": {"path": reference_label, **ref_side.to_dict()},
         "candidate": {"path": candidate_label, **cand_side.to_dict()},
@@ -226,6 +193,55 @@ def compare_models(
             ref_side, cand_side, feeds, sessions, backend, top=localize, threshold=localize_threshold
         )
     return result
+
+
+def _run_all(ref_session, cand_session, feeds: list[dict[str, np.ndarray]], outputs: list[str]):
+    """Both models' outputs on every feed, as float32 where they are floating point."""
+    ref_runs, cand_runs = [], []
+    for k, feed in enumerate(feeds):
+        try:
+            ref_runs.append([_as_float(v) for v in run_session(ref_session, feed, outputs)])
+            cand_runs.append([_as_float(v) for v in run_session(cand_session, feed, outputs)])
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise Float16Error(f"feed {k}: a model failed to run on it: {first[:400]}") from exc
+    return ref_runs, cand_runs
+
+
+def _statistics(names: list[str], ref_runs, cand_runs, criteria: Criteria | None) -> tuple[dict, dict]:
+    """Per output: the JSON-safe figures, and the `OutputError` the criteria are checked against."""
+    outputs = {}
+    errors = {}
+    for j, name in enumerate(names):
+        refs, cands = [r[j] for r in ref_runs], [c[j] for c in cand_runs]
+        if not np.issubdtype(refs[0].dtype, np.floating):
+            same = all(np.array_equal(r, c) for r, c in zip(refs, cands, strict=True))
+            outputs[name] = {"dtype": str(refs[0].dtype), "identical": same}
+            continue
+        limits = criteria.for_output(name) if criteria else {}
+        error = output_error(refs, cands, limits.get("rtol", 0.0), limits.get("atol", 0.0))
+        errors[name] = error
+        outputs[name] = {
+            "max_abs": _json_float(error.max_abs),
+            "mean_abs": _json_float(error.mean_abs),
+            "p999_abs": _json_float(error.p999_abs),
+            "cosine": _json_float(error.cosine),
+            "psnr_db": _json_float(error.psnr),
+            "nonfinite_where_reference_finite": error.nonfinite,
+            "candidate": _counts(cands),
+            "reference": _counts(refs),
+        }
+    return outputs, errors
+
+
+def _failures(outputs: dict, errors: dict, criteria: Criteria | None) -> list[str]:
+    if criteria is not None:
+        failures = criteria.check(errors)
+    else:  # no thresholds: only NaN/Inf where float32 is finite fails
+        failures = [
+            f"{n}: {e.nonfinite} NaN/Inf values where the reference is finite" for n, e in errors.items() if e.nonfinite
+        ]
+    return failures + [f"{n}: integer output differs" for n, o in outputs.items() if o.get("identical") is False]
 
 
 def summary_table(result: dict) -> str:
@@ -271,9 +287,14 @@ def summary_table(result: dict) -> str:
                     f"|max| {t['reference_abs_max']} in the reference"
                 )
         else:
-            lines.append(f"no tensor's error jumps above {loc['threshold']}; largest increases:")
-            for t in loc["largest_increases"]:
-                lines.append(f"  #{t['position']} {t['tensor']} from {t['op_type']} '{t['node']}': {t['rel_error']}")
+            lines.append(f"no tensor's error jumps above {loc['threshold']}; largest increases over the inputs:")
+            for t in loc["largest_increases"]:  # sorted by the increase, so that is the figure shown first
+                inc = t["increase"]
+                lines.append(
+                    f"  #{t['position']} {t['tensor']} from {t['op_type']} '{t['node']}': "
+                    f"{f'{inc:+g}' if isinstance(inc, (int, float)) else '+' + str(inc)} "
+                    f"(relative error {t['rel_error']}, inputs {t['input_rel_error']})"
+                )
     return "\n".join(lines)
 
 

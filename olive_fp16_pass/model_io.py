@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from olive_fp16_pass import data_pairing
+from olive_fp16_pass import data_pairing, ir_serde
 from olive_fp16_pass.errors import ModelFileError, OptionError
 from olive_fp16_pass.external_data_checks import check_external_data, has_external_data
 from olive_fp16_pass.load_repair import validate
@@ -97,7 +97,7 @@ def load(model: onnx.ModelProto | str | os.PathLike) -> LoadedModel:
         )
         files = (*files, *summary.files.values())
     checked = validate(proto, source)
-    ir_model = ir.serde.deserialize_model(checked.proto)
+    ir_model = ir_serde.deserialize_model(checked.proto)
     if external:
         set_base_dir(ir_model, Path(os.path.abspath(base)))
     return LoadedModel(ir_model, checked.proto, external, checked.repairs, checked.warnings, files)
@@ -286,11 +286,14 @@ def save_model(
     size_threshold: int = 1024,
     inputs: tuple[Path, ...] = (),
     in_place: bool = False,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save `model` to `path` atomically; external data when asked or when the model needs it (>~2 GB).
 
     `external_data=None` decides by size, so the default never fails on a large model. `inputs` are the
-    files the model was read from: overwriting one of them is refused unless `in_place`.
+    files the model was read from: overwriting one of them is refused unless `in_place`. `check(model file)`
+    runs on the complete files in the temporary folder before they are published: if it raises, nothing is
+    written (the load check of external-data results, load_check.SaveCheck).
     """
     path = Path(path)
     _check_output_path(path)
@@ -311,9 +314,22 @@ def save_model(
             else:
                 _materialize_external(model)
                 ir.save(model, tmp_model)
+            _restore_opaque_types(model, tmp_model)
         except OSError as exc:
             raise OptionError(f"output path {path}: cannot write ({exc.strerror or exc})") from exc
+        if check is not None:
+            check(tmp_model)
     return path
+
+
+def _restore_opaque_types(model: ir.Model, written: Path) -> None:
+    """Write back into the saved file the map types onnx-ir held untyped (ir_serde.py); the data file stays."""
+    types = ir_serde.opaque_types(model)
+    if not types:
+        return
+    proto = onnx.load(str(written), load_external_data=False)
+    if ir_serde.restore_types(proto, types):
+        written.write_bytes(proto.SerializeToString())
 
 
 def detach_from_input(model: ir.Model, *, keep_external: bool) -> None:

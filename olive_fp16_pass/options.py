@@ -17,10 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from olive_fp16_pass import user_rules
 from olive_fp16_pass.errors import OptionError
+from olive_fp16_pass.user_rules import UserRule
 
 # How an option reads on the command line: "names" (a list), "flag" (a boolean), "io" (no names: all).
-_NAMES, _FLAG, _IO, _TEXT = "names", "flag", "io", "text"
+_NAMES, _FLAG, _IO, _TEXT, _COUNT = "names", "flag", "io", "text", "count"
 
 
 def _option(default: Any, description: str, pass_type: Any, cli: str) -> Any:
@@ -57,6 +59,22 @@ class ConversionOptions:
         bool,
         _FLAG,
     )
+    max_reduction_elements: int | None = _option(
+        None,
+        "Opt-in: keep in float32 ReduceSum/ReduceMean/ReduceSumSquare/ReduceL2/MatMul/Gemm/Conv nodes that "
+        "accumulate over more than this many elements (from the model's static shapes; nodes whose depth is "
+        "unknown are not checked, and the report says so). None: no such rule.",
+        int,
+        _COUNT,
+    )
+    extra_rules: tuple[UserRule, ...] | None = _option(
+        None,
+        "Your own rules (user_rules.py): functions rule(node, context) or objects with decide(node, context), "
+        "returning a reason to keep the node in float32 or None; in a pass config or on the command line, "
+        "import paths 'package.module:rule'. The reason is reported under the rule's name.",
+        list[str],
+        _NAMES,
+    )
     # Not a pass parameter: the Olive passes take it from the accelerator they target.
     provider: str | None = field(
         default="CUDAExecutionProvider",
@@ -77,6 +95,11 @@ class ConversionOptions:
                 object.__setattr__(self, name, _str_list(name, value))
         if self.provider is not None and not isinstance(self.provider, str):
             raise OptionError(f"provider: expected an execution provider name, got {self.provider!r}")
+        if self.extra_rules is not None:
+            object.__setattr__(self, "extra_rules", user_rules.resolve(self.extra_rules))
+        limit = self.max_reduction_elements
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise OptionError(f"max_reduction_elements: expected a whole number >= 1 or None, got {limit!r}")
         if not isinstance(self.clamp_weights, bool):
             raise OptionError(f"clamp_weights: expected true or false, got {self.clamp_weights!r}")
         if self.op_block_list is not None and self.op_include_list is not None:
@@ -94,7 +117,7 @@ class ConversionOptions:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, as the report records them."""
         return {
-            f.name: list(value) if isinstance(value := getattr(self, f.name), tuple) else value
+            f.name: [_json(v) for v in value] if isinstance(value := getattr(self, f.name), tuple) else value
             for f in dataclasses.fields(self)
         }
 
@@ -153,11 +176,23 @@ def add_cli_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -
         if f.metadata["cli"] == _FLAG:
             parser.add_argument(flag, action="store_true", help=help_text)
         elif f.metadata["cli"] == _TEXT:
-            parser.add_argument(flag, default="CUDAExecutionProvider", help=help_text + " Default: %(default)s.")
+            parser.add_argument(
+                flag,
+                type=_none_or_text,
+                default="CUDAExecutionProvider",
+                help=help_text + " On the command line: none. Default: %(default)s.",
+            )
+        elif f.metadata["cli"] == _COUNT:
+            parser.add_argument(flag, type=int, default=None, metavar="N", help=help_text)
         elif f.metadata["cli"] == _IO:
             parser.add_argument(flag, nargs="*", default=None, help="no names: keep all; else names to keep")
         else:
             parser.add_argument(flag, nargs="*", default=None, help=help_text)
+
+
+def _none_or_text(value: str) -> str | None:
+    """`--provider none` (or None) is the API's None, not a provider named "None"."""
+    return None if value.lower() == "none" else value
 
 
 def options_from_cli(args: argparse.Namespace) -> ConversionOptions:
@@ -165,6 +200,10 @@ def options_from_cli(args: argparse.Namespace) -> ConversionOptions:
     keep = values["keep_io_types"]
     values["keep_io_types"] = False if keep is None else (True if keep in ([], ["all"]) else keep)
     return ConversionOptions(**values)
+
+
+def _json(value: Any) -> Any:
+    return value.to_json() if isinstance(value, user_rules.UserRule) else value
 
 
 def _str_list(option: str, value: Iterable[str] | str) -> tuple[str, ...]:

@@ -41,6 +41,18 @@ class Rule(str, Enum):
     ACTIVATION_OVERFLOW = "activation_overflow"
     ACTIVATION_UNDERFLOW = "activation_underflow"
     ACCURACY = "accuracy"
+    DEEP_REDUCTION = "deep_reduction"  # opt-in: accumulates over more than max_reduction_elements
+
+
+class CustomRule(str):
+    """The name of a user-supplied rule (user_rules.py): a plain string that reads like a `Rule` (`.value`), so
+    the report treats the user's reasons exactly like ours."""
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        return str(self)
 
 
 @dataclass
@@ -50,13 +62,16 @@ class NodeDecision:
     domain: str
     graph: str
     precision: Precision
-    rule: Rule
+    rule: Rule | CustomRule
     detail: str = ""
+    origin: str | None = None  # for a node forced by a measurement: which stage (an `Origin` value)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["precision"] = self.precision.value
         data["rule"] = self.rule.value
+        if self.origin is None:
+            del data["origin"]
         return data
 
 
@@ -64,6 +79,7 @@ class Origin(str, Enum):
     """Which stage of the mixed-precision search forced a node into float32."""
 
     RANGE = "range"  # a tensor it reads or writes leaves float16's range on the validation data
+    CALIBRATION = "calibration"  # the same, measured by calibrated Float16 on its calibration data
     FUSED = "fused"  # moves with a node of its fusion unit that a range rule forced
     ACCURACY = "accuracy"  # the accuracy search's ranking (alone, or moving with its unit)
     FALLBACK = "fallback"  # no candidate met the criteria: every node in float32

@@ -70,6 +70,7 @@ class ConversionReport:
     options: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     search: SearchReport | None = None  # set by auto_mixed_precision: backend, candidates, sessions, errors
+    calibration: dict[str, Any] | None = None  # set by calibrated Float16: samples, tensors measured, margin
     # Ops the target provider has no kernel for at all (cuda_kernels.cpu_fallback_risks): they leave the GPU.
     cpu_fallback_risks: list[dict[str, Any]] = field(default_factory=list)
     # Float16 share by nodes and by estimated FLOPs, bytes, Casts (node_cost.py); set by auto_mixed_precision,
@@ -113,6 +114,7 @@ class ConversionReport:
             "fp16_nodes_with_notes": [d.to_dict() for d in self.fp16_nodes if d.detail],
             "cpu_fallback_risks": self.cpu_fallback_risks,
             **({"search": self.search.to_dict()} if self.search is not None else {}),
+            **({"calibration": self.calibration} if self.calibration is not None else {}),
         }
 
     def to_json(self, indent: int = 2) -> str:
@@ -138,6 +140,12 @@ class ConversionReport:
                 f"  search: {s.candidates_tried} candidates, {s.sessions_created} sessions, "
                 f"{s.seconds:.1f} s, validated by {s.backend['mode']} ({s.backend['provider']}); "
                 f"criteria met: validation {s.criteria_met}, held-out {s.holdout_met}"
+            )
+        if self.calibration is not None:
+            c = self.calibration
+            lines.append(
+                f"  calibration: {c['samples']} feeds, {c['tensors_measured']} tensors measured in one float32 run, "
+                f"{c['nodes_fp32']} nodes kept in float32 for their range (margin {c['overflow_margin']:g})"
             )
         lines.extend(f"  CUDA EP: {r['detail']} ({r['nodes']} nodes)" for r in self.cpu_fallback_risks)
         lines.extend(f"  note: {n}" for n in self.notes)

@@ -10,17 +10,22 @@ The order, and why:
   structure   non-tensor values, unknown element types, control-flow interfaces, ops with no schema: nothing
               can be said about such nodes, so they come first and nothing overrides them;
   user lists  node/op block and include lists: what the user asked for comes before any measurement;
+  user rules  the user's own rules (`extra_rules`), which can only keep nodes in float32, for the same reason;
   search      nodes the mixed-precision search forces into float32 (it never overrides the rules above);
   kernels     ops onnxruntime cannot run with float16 inputs, float32 tensor attributes;
   schema      the op's schema has no float16 type for its float tensors;
   CUDA        for a model meant for the CUDA EP, no CUDA float16 kernel at the model's opset (its table);
-  ranges      a weight beyond float16's range (or clamped with `clamp_weights`), or entirely subnormal; a masking
-              sentinel beyond the range (sentinels.py) is saturated to ±65504 instead;
+  depth       opt-in (max_reduction_elements): a reduction, MatMul, Gemm or Conv accumulating over more
+              elements than the user allows; before the weight rules, so clamping cannot take it to float16;
+  ranges      a weight beyond float16's range (or clamped with `clamp_weights`); a factor stored with over 1%
+              error (all subnormal), an addend (bias, epsilon) only when float16 turns all of it into 0; a
+              masking sentinel beyond the range (sentinels.py) is saturated to ±65504 instead;
   converted   everything else runs in float16.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -29,11 +34,18 @@ import onnx_ir as ir
 
 from olive_fp16_pass import cuda_kernels, op_signatures
 from olive_fp16_pass.element_types import ElementTypes
+from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.name_match import NamePatterns
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_plan import ForcedDecision, Precision, Rule
-from olive_fp16_pass.weight_ranges import FP16_MAX, FP16_UNDERFLOW, WeightRange, WeightRanges
+from olive_fp16_pass.precision_plan import CustomRule, ForcedDecision, Precision, Rule
+from olive_fp16_pass.weight_ranges import (
+    FP16_MAX,
+    FP16_ROUNDS_TO_ZERO,
+    UNDERFLOW_REL_ERROR,
+    WeightRange,
+    WeightRanges,
+)
 
 F32 = ir.DataType.FLOAT
 
@@ -55,12 +67,12 @@ class Decision:
     """A rule's answer for one node. `clamped`: the weights a float16 node reads clamped to ±65504."""
 
     precision: Precision
-    rule: Rule
+    rule: Rule | CustomRule
     detail: str = ""
     clamped: tuple[tuple[ir.Value, WeightRange], ...] = ()
 
 
-def keep_fp32(rule: Rule, detail: str) -> Decision:
+def keep_fp32(rule: Rule | CustomRule, detail: str) -> Decision:
     return Decision(Precision.FP32, rule, detail)
 
 
@@ -97,6 +109,8 @@ class ModelContext:
         self.op_includes = frozenset(options.op_include_list) if options.op_include_list is not None else None
         self.ranges = ranges if ranges is not None else WeightRanges()
         self.forced: Mapping[str, ForcedDecision] = forced or {}
+        # labels of the nodes max_reduction_elements could not check (no static shape): said in the report
+        self.depth_unknown: list[str] = []
         # value id -> what makes it leave float16's range: the outputs of nodes that read an overflowing
         # weight, and of magnitude-preserving nodes downstream of them (see `note_ranges`)
         self.beyond_fp16: dict[int, str] = {}
@@ -130,6 +144,14 @@ class ModelContext:
     def option_warnings(self) -> list[str]:
         """Entries of the user's lists that matched nothing: said in the report, never silently ignored."""
         messages = self.options.op_type_warnings(node.op_type for node, _ in self.index.nodes)
+        if self.depth_unknown:
+            shown = ", ".join(f"'{label}'" for label in self.depth_unknown[:5])
+            more = f" and {len(self.depth_unknown) - 5} more" if len(self.depth_unknown) > 5 else ""
+            messages.append(
+                f"max_reduction_elements: not applied to {len(self.depth_unknown)} nodes whose accumulation depth "
+                f"the model's static shapes do not tell ({shown}{more}); run onnx shape inference on the model "
+                "first to check them"
+            )
         for option in ("op_include_list", "node_include_list"):
             if getattr(self.options, option) == ():
                 messages.append(f"{option} is empty: no node goes to float16")
@@ -287,6 +309,30 @@ def node_include_list(node: ir.Node, context: NodeContext) -> Decision | None:
     return None
 
 
+# -- the user's own rules ---------------------------------------------------------------------------------------
+def user_rule(node: ir.Node, context: NodeContext) -> Decision | None:
+    """The user's rules (`extra_rules`, user_rules.py) in their order: the first reason keeps the node float32,
+    reported under that rule's name. A rule that fails or answers something else is a clear error naming it."""
+    for rule in context.model.options.extra_rules or ():
+        try:
+            reason = rule.decide(node, context)
+        except Float16Error:
+            raise
+        except Exception as exc:
+            raise Float16Error(
+                f"extra_rules: rule '{rule.name}' failed on node '{context.label}': {type(exc).__name__}: {exc}"
+            ) from exc
+        if reason is None:
+            continue
+        if not isinstance(reason, str) or not reason:
+            raise Float16Error(
+                f"extra_rules: rule '{rule.name}' answered {reason!r} for node '{context.label}': expected a reason "
+                "(a non-empty string) to keep it in float32, or None"
+            )
+        return keep_fp32(rule.name, reason)
+    return None
+
+
 # -- the search ---------------------------------------------------------------------------------------------------
 def search_forced(node: ir.Node, context: NodeContext) -> Decision | None:
     """Nodes the mixed-precision search keeps in float32, with its own rule and detail."""
@@ -349,12 +395,128 @@ def no_cuda_float16_kernel(node: ir.Node, context: NodeContext) -> Decision | No
     return keep_fp32(verdict.rule, verdict.detail) if verdict is not None else None
 
 
+# -- depth --------------------------------------------------------------------------------------------------------
+REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL2"})
+DEEP_OPS = REDUCE_OPS | {"MatMul", "Gemm", "Conv"}
+
+
+def deep_reduction(node: ir.Node, context: NodeContext) -> Decision | None:
+    """Opt-in: float16 accumulation error grows with the number of terms summed, so with
+    `max_reduction_elements` a node summing over more elements stays float32 (ModelOpt AutoCast's
+    reduction-depth rule). The depth comes from the model's static shapes; unknown: not applied, reported."""
+    limit = context.model.options.max_reduction_elements
+    if limit is None or context.domain != "" or node.op_type not in DEEP_OPS:
+        return None
+    depth = accumulation_depth(node)
+    if depth is None:
+        context.model.depth_unknown.append(context.label)
+        return None
+    if depth > limit:
+        return keep_fp32(Rule.DEEP_REDUCTION, f"accumulates over {depth} elements > {limit} (max_reduction_elements)")
+    return None
+
+
+def _dims(value: ir.Value | None) -> tuple[int | None, ...] | None:
+    """Static dims of a value (None for a symbolic one), from its tensor when constant, else its shape."""
+    if value is None:
+        return None
+    tensor = value.const_value
+    shape = tensor.shape if tensor is not None else value.shape
+    if shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else None for d in shape)
+
+
+def _constant_ints(value: ir.Value | None) -> list[int] | None:
+    """The integers of a constant input (an initializer or a Constant node's `value`), or None."""
+    if value is None:
+        return None
+    tensor = value.const_value
+    producer = value.producer()
+    if tensor is None and producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
+        tensor = producer.attributes["value"].value
+    return [int(v) for v in tensor.numpy().reshape(-1)] if tensor is not None else None
+
+
+def accumulation_depth(node: ir.Node) -> int | None:
+    """How many products or elements one output element sums, or None when the static shapes do not say."""
+    op = node.op_type
+    if op in REDUCE_OPS:
+        dims = _dims(node.inputs[0])
+        if dims is None:
+            return None
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            axes = _constant_ints(node.inputs[1])
+            if axes is None:
+                return None
+        elif "axes" in node.attributes:
+            axes = list(node.attributes["axes"].value)
+        else:
+            axes = []
+        if not axes:
+            noop = node.attributes.get("noop_with_empty_axes")
+            if noop is not None and noop.value:
+                return 1
+            axes = list(range(len(dims)))
+        sizes = [dims[a] for a in axes if -len(dims) <= a < len(dims)]
+        return math.prod(sizes) if len(sizes) == len(axes) and None not in sizes else None
+    if op == "Conv":
+        weight = _dims(node.inputs[1])
+        return math.prod(weight[1:]) if weight and len(weight) > 1 and None not in weight[1:] else None
+    a, b = _dims(node.inputs[0]), _dims(node.inputs[1])
+    if op == "Gemm":
+        trans_a = node.attributes.get("transA")
+        trans_b = node.attributes.get("transB")
+        from_a = a[0 if trans_a is not None and trans_a.value else 1] if a and len(a) == 2 else None
+        from_b = b[1 if trans_b is not None and trans_b.value else 0] if b and len(b) == 2 else None
+        return from_a if from_a is not None else from_b
+    from_a = a[-1] if a else None  # MatMul: the last axis of A, or the first of B's matrix axes
+    from_b = (b[0] if len(b) == 1 else b[-2]) if b else None
+    return from_a if from_a is not None else from_b
+
+
 # -- ranges -------------------------------------------------------------------------------------------------------
+# Input slots whose constant is ADDED (a bias, a shift, an epsilon), by (domain, op); None: every input. Float16
+# rounds a subnormal value by at most 2**-25, half its smallest step, which is never more than the rounding of
+# the float16 operand it is added to or of the float16 sum: an all-subnormal addend costs nothing that storing
+# the node's tensors in float16 does not cost already. Keeping such a node in float32 bought nothing but two
+# Casts: the folded BatchNorm biases of MobileNetV3/EfficientNet (~1e-8), the 1e-6 epsilon of every T5/Llama
+# RMSNorm, ViT's MLP biases (std 1e-6). A factor (Mul, MatMul, Conv weights, Div) is different: its relative
+# error becomes the product's, so it keeps the rule.
+ADDITIVE_SLOTS: dict[tuple[str, str], frozenset[int] | None] = {
+    ("", "Add"): None,
+    ("", "Sub"): None,
+    ("", "Sum"): None,
+    ("", "Conv"): frozenset({2}),
+    ("", "ConvTranspose"): frozenset({2}),
+    ("", "Gemm"): frozenset({2}),  # C, only while |beta| <= 1 (it scales C's error)
+    ("", "BatchNormalization"): frozenset({2, 3}),  # B, and mean (subtracted from X, scaled as X is)
+    ("", "LayerNormalization"): frozenset({2}),
+    ("", "InstanceNormalization"): frozenset({2}),
+    ("", "GroupNormalization"): frozenset({2}),
+}
+
+
+ELEMENTWISE_ADD = frozenset({"Add", "Sub", "Sum"})
+
+
+def is_additive_slot(node: ir.Node, domain: str, slot: int) -> bool:
+    """Whether input `slot` of `node` is only added (see ADDITIVE_SLOTS)."""
+    key = (domain, node.op_type)
+    if key not in ADDITIVE_SLOTS:
+        return False
+    slots = ADDITIVE_SLOTS[key]
+    if slots is not None and slot not in slots:
+        return False
+    return node.op_type != "Gemm" or abs(node.attributes.get_float("beta", 1.0)) <= 1.0
+
+
 def weight_range(node: ir.Node, context: NodeContext) -> Decision | None:
-    """A constant input beyond ±65504 keeps the node in float32 (or is clamped, with `clamp_weights`); one whose
-    every value is subnormal in float16 too. The first such input, in slot order, is the one reported. A masking
-    sentinel (-3.4e38 added before a Softmax, sentinels.py) is not an overflow: saturated to ±65504, it masks
-    the same in float16."""
+    """A constant input beyond ±65504 keeps the node in float32 (or is clamped, with `clamp_weights`); so does a
+    factor that float16 stores with over 1% error (all subnormal), or an addend of which float16 keeps nothing
+    (every value rounds to 0). The first such input, in slot order, is the one reported. A masking sentinel
+    (-3.4e38 added before a Softmax, sentinels.py) is not an overflow: saturated to ±65504, it masks the same
+    in float16."""
     ranges = context.model.ranges
     clamp = context.model.options.clamp_weights
     clamped: list[tuple[ir.Value, WeightRange]] = []
@@ -374,11 +536,20 @@ def weight_range(node: ir.Node, context: NodeContext) -> Decision | None:
                 )
             clamped.append((node.inputs[i], weight))
         elif weight.all_underflow:
-            return keep_fp32(
-                Rule.WEIGHT_UNDERFLOW,
-                f"weight '{weight.name}' has |value| at most {weight.abs_max:.3g} < {FP16_UNDERFLOW:.3g}: "
-                "float16 would lose over 1% of every value (subnormal or 0)",
-            )
+            if not is_additive_slot(node, context.domain, i):
+                return keep_fp32(
+                    Rule.WEIGHT_UNDERFLOW,
+                    f"weight '{weight.name}' has |value| at most {weight.abs_max:.3g}, all subnormal in float16, "
+                    f"which stores it with {weight.fp16_rel_error:.1%} error (> {UNDERFLOW_REL_ERROR:.0%})",
+                )
+            if weight.vanishes and node.op_type in ELEMENTWISE_ADD:
+                # an epsilon that becomes 0 no longer guards the Sqrt/Div after it: kept, as before, and said
+                # (a bias that vanishes is harmless: a bias guards nothing)
+                return keep_fp32(
+                    Rule.WEIGHT_UNDERFLOW,
+                    f"weight '{weight.name}' (|value| at most {weight.abs_max:.3g} < {FP16_ROUNDS_TO_ZERO:.3g}) "
+                    "is added but becomes 0 in float16",
+                )
     notes = [w.sentinel.detail(f"weight '{w.name}'", f"{np.sign(w.sentinel.value) * FP16_MAX:g}") for _, w in sentinels]
     if clamped:
         names = ", ".join(f"'{w.name}' (|max| {w.abs_max:.6g})" for _, w in clamped)
@@ -447,8 +618,10 @@ IDLE_WHEN: dict[NodeRule, Callable[[ModelContext], bool]] = {
     op_block_list: lambda m: not m.op_blocks,
     op_include_list: lambda m: m.op_includes is None,
     node_include_list: lambda m: m.node_includes is None,
+    user_rule: lambda m: not m.options.extra_rules,
     search_forced: lambda m: not m.forced,
     no_cuda_float16_kernel: lambda m: m.options.provider != cuda_kernels.CUDA,
+    deep_reduction: lambda m: m.options.max_reduction_elements is None,
 }
 
 
@@ -470,11 +643,13 @@ RULES: tuple[NodeRule, ...] = (
     op_block_list,
     op_include_list,
     node_include_list,
+    user_rule,
     search_forced,
     no_fp16_kernel,
     float_tensor_attribute,
     no_fp16_in_schema,
     no_cuda_float16_kernel,
+    deep_reduction,
     weight_range,
     range_propagated,
     converted,

@@ -13,12 +13,14 @@ import contextlib
 import functools
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from olive_fp16_pass import ir_serde
 from olive_fp16_pass.errors import Float16Error
 
 CPU = "CPUExecutionProvider"
@@ -50,7 +52,7 @@ class ValidationBackend:
         return {"requested": self.requested, "mode": self.mode, "provider": self.provider, "reason": self.reason}
 
 
-def _probe_model() -> bytes:
+def probe_model() -> bytes:
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [4])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [4])
     graph = onnx.helper.make_graph([onnx.helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [y])
@@ -76,7 +78,7 @@ def provider_status(provider: str) -> tuple[bool, str]:
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 4
-        session = ort.InferenceSession(_probe_model(), options, providers=[provider])
+        session = ort.InferenceSession(probe_model(), options, providers=[provider])
         session.run(None, {"x": np.ones(4, np.float16)})
     except Exception as exc:
         return False, f"{provider} failed to run a probe model ({type(exc).__name__}: {str(exc)[:300]})"
@@ -228,7 +230,7 @@ def serialize_supplying(model: ir.Model) -> tuple[onnx.ModelProto, dict[str, np.
         and value.const_value.dtype in _SUPPLIABLE
     ]
     if sum(v.const_value.nbytes for v in large) < SUPPLY_IN_MEMORY_TOTAL:
-        return ir.serde.serialize_model(model), {}
+        return ir_serde.serialize_model(model), {}
     supplied = {}
     originals = {}
     try:
@@ -239,7 +241,7 @@ def serialize_supplying(model: ir.Model) -> tuple[onnx.ModelProto, dict[str, np.
             value.const_value = ir.ExternalTensor(
                 _PLACEHOLDER, 0, tensor.nbytes, tensor.dtype, shape=tensor.shape, name=tensor.name or value.name
             )
-        proto = ir.serde.serialize_model(model)
+        proto = ir_serde.serialize_model(model)
     finally:
         for value, tensor in originals.values():
             value.const_value = tensor
@@ -257,7 +259,26 @@ def run_session(session: ort.InferenceSession, feed: dict[str, np.ndarray], outp
         elif arg.type == "tensor(float)" and array.dtype != np.float32:
             array = array.astype(np.float32)
         typed[arg.name] = array
-    return session.run(outputs, typed)
+    return [tensor_view(value) for value in session.run(outputs, typed)]
+
+
+def tensor_view(output: Any) -> np.ndarray:
+    """One session output as a numpy array, so that every output can be compared like a tensor.
+
+    Non-tensor outputs come back from onnxruntime as Python containers: ai.onnx.ml's ZipMap (what scikit-learn
+    classifiers export by default) returns a list of {class: probability} dicts, which becomes a (rows,
+    classes) array, columns in sorted key order; a map becomes a 1-D array the same way; a sequence of
+    tensors, its elements flattened end to end (they may differ in shape).
+    """
+    if isinstance(output, dict):
+        return np.asarray([output[key] for key in sorted(output)])
+    if isinstance(output, list):
+        if not output:
+            return np.zeros(0, np.float32)
+        if isinstance(output[0], dict):
+            return np.stack([tensor_view(row) for row in output])
+        return np.concatenate([np.asarray(item).ravel() for item in output])
+    return np.asarray(output)
 
 
 @functools.cache

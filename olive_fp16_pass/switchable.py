@@ -5,7 +5,7 @@ float32 model in which every (tensor, consumer) edge reads `Where(gate[e], round
 gates fed as boolean inputs: validating a candidate is then a run with other gate values, not a new
 conversion plus a new session. That is what makes the search ~10x cheaper in sessions than bisection
 (bench/amp_speed.py). The gates of a candidate come from the very same plan/assignment code that converts the
-final model (`convert.assign_precisions`), so the emulation cannot drift from the conversion.
+final model (`precision_edits.assign_precisions`), so the emulation cannot drift from the conversion.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
-from olive_fp16_pass import element_types
+from olive_fp16_pass import element_types, ir_serde
 from olive_fp16_pass.classify import FP16_MAX
-from olive_fp16_pass.convert import F16, F32, _Names, assign_precisions, insert_rounding
+from olive_fp16_pass.graph_edit import F16, F32, FreshNames, Placement, insert_rounding
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.precision_edits import assign_precisions
 from olive_fp16_pass.precision_plan import ForcedDecision
 
 GATES = "olive_fp16_gates"
@@ -36,7 +37,7 @@ def _edge_key(kind: str, owner, index: int, labels: dict[int, str], graph_paths:
 
 
 def _deserialize(proto: onnx.ModelProto, base_dir: str | os.PathLike | None) -> ir.Model:
-    model = ir.serde.deserialize_model(proto)
+    model = ir_serde.deserialize_model(proto)
     if base_dir is not None:
         for graph in model.graphs():
             for value in graph.initializers.values():
@@ -55,7 +56,7 @@ def release_external(model: ir.Model) -> None:
                     value.const_value.release()
 
 
-def _cast_pair(value: ir.Value, names: _Names) -> list[ir.Node]:
+def _cast_pair(value: ir.Value, names: FreshNames) -> list[ir.Node]:
     """Cast(float16) -> Cast(float) of `value`, not yet placed in a graph."""
     base = value.name or "tensor"
     half = ir.Value(name=names.fresh(f"{base}_f16"), type=ir.TensorType(F16), shape=value.shape)
@@ -63,6 +64,29 @@ def _cast_pair(value: ir.Value, names: _Names) -> list[ir.Node]:
     down = ir.Node("", "Cast", [value], [ir.AttrInt64("to", F16)], outputs=[half], name=names.fresh(f"{base}_r16"))
     up = ir.Node("", "Cast", [half], [ir.AttrInt64("to", F32)], outputs=[back], name=names.fresh(f"{base}_r32"))
     return [down, up]
+
+
+# Where exists from opset 9; older models (onnxmltools' LightGBM exports import opset 8) select with an If.
+WHERE_OPSET = 9
+
+
+def _select(
+    gate: ir.Value, rounded: ir.Value, value: ir.Value, chosen: ir.Value, names: FreshNames, where_available: bool
+) -> ir.Node:
+    """`chosen = gate ? rounded : value`: a Where, or before opset 9 an If whose branches return either tensor.
+
+    The gated model is only ever run here, so an If costs only its (small) per-run overhead on old models, and
+    raising the model's opset instead would change the meaning of its other ops (Upsample, Scan, BatchNorm).
+    """
+    if where_available:
+        return ir.Node("", "Where", [gate, rounded, value], outputs=[chosen], name=names.fresh("gated"))
+    branches = []
+    for kind, source in (("then", rounded), ("else", value)):
+        out = ir.Value(name=names.fresh(f"{chosen.name}_{kind}"), type=chosen.type, shape=chosen.shape)
+        identity = ir.Node("", "Identity", [source], outputs=[out], name=names.fresh(f"gated_{kind}"))
+        branches.append(ir.Graph([], [out], nodes=[identity], name=f"{kind}_branch"))
+    attributes = [ir.AttrGraph("then_branch", branches[0]), ir.AttrGraph("else_branch", branches[1])]
+    return ir.Node("", "If", [gate], attributes, outputs=[chosen], name=names.fresh("gated"))
 
 
 class SwitchableEmulation:
@@ -88,11 +112,13 @@ class SwitchableEmulation:
         index = GraphIndex(model)
         types = element_types.infer(model, index)
         paths = self._graph_paths(index, model)
-        names = _Names(index)
+        names = FreshNames(index)
         main = model.graph
+        default_opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", WHERE_OPSET))
+        where_available = default_opset >= WHERE_OPSET
         gate_inputs: list[ir.Value] = []
         self.edge_index: dict[tuple, int] = {}
-        first_nodes = {id(g): next(iter(g), None) for g in index.graphs}
+        placement = Placement(index.graphs)
         output_slots: dict[int, list[tuple[ir.Graph, int]]] = {}
         for graph in index.graphs:
             for i, value in enumerate(graph.outputs):
@@ -116,7 +142,7 @@ class SwitchableEmulation:
             if not uses:
                 continue
             at_use = round_at_use and value.producer() is None and value.const_value is not None
-            rounded = None if at_use else self._rounded(value, names, first_nodes)
+            rounded = None if at_use else self._rounded(value, names, placement)
             for kind, owner, i in uses:
                 key = _edge_key(kind, owner, i, index.labels, paths)
                 position = self.edge_index.setdefault(key, len(self.edge_index))
@@ -126,7 +152,7 @@ class SwitchableEmulation:
                 chosen = ir.Value(name=names.fresh(f"{value.name}_seen"), type=ir.TensorType(F32), shape=value.shape)
                 pair = _cast_pair(value, names) if at_use else []
                 seen = pair[-1].outputs[0] if pair else rounded
-                where = ir.Node("", "Where", [gate, seen, value], outputs=[chosen], name=names.fresh("gated"))
+                where = _select(gate, seen, value, chosen, names, where_available)
                 if kind == "node":
                     for cast in pair:
                         where_graph.insert_before(owner, cast)
@@ -147,7 +173,7 @@ class SwitchableEmulation:
                 main.outputs.append(value)
         if "" not in model.opset_imports and "ai.onnx" not in model.opset_imports:
             model.opset_imports[""] = 13
-        self.model = ir.serde.serialize_model(model)
+        self.model = ir_serde.serialize_model(model)
         self.exposed = [v.name for v in extra]
 
     @staticmethod
@@ -163,7 +189,7 @@ class SwitchableEmulation:
         return paths
 
     @staticmethod
-    def _rounded(value: ir.Value, names: _Names, first_nodes: dict) -> ir.Value:
+    def _rounded(value: ir.Value, names: FreshNames, placement: Placement) -> ir.Value:
         """The float16-rounded copy of `value`: an initializer of its own for constants, else two Casts."""
         base = value.name or "tensor"
         constant = value.const_value if value.is_initializer() and value.producer() is None else None
@@ -183,7 +209,7 @@ class SwitchableEmulation:
             )
             value.graph.register_initializer(rounded)
             return rounded
-        return insert_rounding(value, names, first_nodes)
+        return insert_rounding(value, names, placement)
 
     def _classify(
         self, options: ConversionOptions, forced: Mapping[str, ForcedDecision]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -118,3 +122,71 @@ def elem_type(model: onnx.ModelProto, name: str) -> int:
         if tensor.name == name:
             return tensor.data_type
     raise KeyError(name)
+
+
+def lower_bound(model: onnx.ModelProto, fp32_nodes: set[str], keep_io: bool) -> int:
+    """Tensors whose consumers need another precision than the one the tensor can be stored in.
+
+    Computed from the original graph and the set of float32 nodes only, independently of the converter.
+    """
+    io = "fp32" if keep_io else "fp16"
+    initializers = {t.name for t in model.graph.initializer}
+    producer = {i.name: io for i in model.graph.input}
+    for node in model.graph.node:
+        for out in node.output:
+            producer[out] = "fp32" if node.name in fp32_nodes else "fp16"
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add("fp32" if node.name in fp32_nodes else "fp16")
+    for out in model.graph.output:
+        consumers.setdefault(out.name, set()).add(io)
+    count = 0
+    for name, needs in consumers.items():
+        if name in initializers:
+            count += len(needs) > 1  # stored once in one precision, a Cast for the other
+        else:
+            count += bool(needs - {producer[name]})
+    return count
+
+
+def canonical(model: onnx.ModelProto) -> list[tuple]:
+    """Nodes, attributes, IO types and initializers as plain tuples, subgraphs included: equal means the same model."""
+
+    def graph(g: onnx.GraphProto) -> list[tuple]:
+        rows = []
+        for node in g.node:
+            attrs = []
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    attrs.append((a.name, tuple(graph(a.g))))
+                else:
+                    attrs.append((a.name, onnx.helper.get_attribute_value(a).__repr__()))
+            rows.append((node.op_type, tuple(node.input), tuple(node.output), tuple(sorted(attrs))))
+        rows.append(("outputs", tuple((o.name, o.type.tensor_type.elem_type) for o in g.output)))
+        rows.append(("inputs", tuple((i.name, i.type.tensor_type.elem_type) for i in g.input)))
+        rows.append(("init", tuple(sorted((t.name, t.data_type, t.raw_data or b"") for t in g.initializer))))
+        return rows
+
+    return graph(model.graph)
+
+
+def all_optimizations_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    """A CPU session with every graph optimization: where ORT's fusions fail on a precision boundary."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+OLIVE = [sys.executable, "-m", "olive"]
+
+
+def olive_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    # Olive 0.13 waits ~10 s at exit for a telemetry heartbeat unless it believes it runs in CI.
+    return {**os.environ, "CI": "1", "OLIVE_DISABLE_TELEMETRY": "1", **(extra or {})}
+
+
+def run_olive(args: list[str], tmp_path: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = olive_env(env_extra)
+    return subprocess.run([*OLIVE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -233,7 +233,7 @@ def test_amp_on_a_path_names_the_file(tmp_path):
 
 
 def test_conversion_is_deterministic(tmp_path):
-    from tests.test_cast_count import random_mixed_graph
+    from tests.models import random_mixed_graph
 
     model = random_mixed_graph(3)
     blocked = [f"n{i}" for i in range(0, 80, 4)]

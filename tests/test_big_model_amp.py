@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from tests.test_big_model import write_big_model
+from tests.models import write_big_model
 
 CHILD = """
 import json, resource, sys, time

@@ -12,9 +12,6 @@ passing conformance test cannot come from a harness that accepts anything.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,16 +28,11 @@ MIN_SELECTED_FRACTION = 0.9  # fewer selected means ORT or the selection changed
 TIMEOUT_S = 60.0  # per case and step; a tiny node test that needs more is hung
 
 
-@functools.cache
 def bench() -> ModuleType:
-    """Import bench/conformance.py once (it is a script, not a package module; its case list is per process)."""
-    path = REPO_ROOT / "bench" / "conformance.py"
-    spec = importlib.util.spec_from_file_location("bench_conformance", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    """The harness, bench/conformance.py (imported on first use: collecting the cases is slow)."""
+    from bench import conformance
+
+    return conformance
 
 
 def _failure_text(report: dict[str, Any]) -> str:

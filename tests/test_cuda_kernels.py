@@ -8,9 +8,7 @@ at all are listed in the report.
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +30,10 @@ CUDA = "CUDAExecutionProvider"
 
 @pytest.fixture(scope="module")
 def gen():
-    """scripts/gen_cuda_kernel_table.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "gen_cuda_kernel_table", ROOT / "scripts" / "gen_cuda_kernel_table.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while they are created
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
+    """scripts/gen_cuda_kernel_table.py, the generator of the kernel table."""
+    from scripts import gen_cuda_kernel_table
+
+    return gen_cuda_kernel_table
 
 
 def tan_then_relu(opset: int = 13) -> onnx.ModelProto:

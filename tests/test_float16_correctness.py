@@ -18,6 +18,7 @@ from tests.helpers import (
     run,
     vi,
 )
+from tests.models import if_model, mlp
 
 F, H = TensorProto.FLOAT, TensorProto.FLOAT16
 rng = np.random.default_rng(0)
@@ -25,20 +26,6 @@ rng = np.random.default_rng(0)
 
 def w(*shape, scale=0.5):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-
-def mlp() -> onnx.ModelProto:
-    return make_model(
-        [
-            helper.make_node("MatMul", ["x", "W1"], ["h1"], name="mm1"),
-            helper.make_node("Add", ["h1", "b1"], ["h2"], name="add1"),
-            helper.make_node("Relu", ["h2"], ["h3"], name="relu"),
-            helper.make_node("MatMul", ["h3", "W2"], ["y"], name="mm2"),
-        ],
-        [vi("x", F, ["batch", 8])],
-        [vi("y", F, ["batch", 4])],
-        [init("W1", w(8, 16)), init("b1", w(16)), init("W2", w(16, 4))],
-    )
 
 
 def test_full_conversion_mlp_types_and_accuracy():
@@ -210,34 +197,10 @@ def test_model_without_float_tensors_is_unchanged_with_a_note():
     assert any("unchanged" in note for note in result.report.notes)
 
 
-def _if_model(outer_name="outer") -> onnx.ModelProto:
-    then_graph = helper.make_graph(
-        [
-            helper.make_node("Mul", [outer_name, "x"], ["t1"], name="then_mul"),
-            helper.make_node("Sqrt", ["t1"], ["t2"], name="then_sqrt"),
-        ],
-        "then",
-        [],
-        [vi("t2", F, [3])],
-    )
-    else_graph = helper.make_graph(
-        [helper.make_node("Add", [outer_name, "x"], ["e1"], name="else_add")], "else", [], [vi("e1", F, [3])]
-    )
-    return make_model(
-        [
-            helper.make_node("Relu", ["x"], [outer_name], name="relu"),
-            helper.make_node("If", ["cond"], ["r"], then_branch=then_graph, else_branch=else_graph, name="if"),
-            helper.make_node("Mul", ["r", "x"], ["y"], name="after"),
-        ],
-        [vi("x", F, [3]), vi("cond", TensorProto.BOOL, [])],
-        [vi("y", F, [3])],
-    )
-
-
 @pytest.mark.parametrize("cond", [True, False])
 @pytest.mark.parametrize("block", [None, ["Sqrt"]])
 def test_if_bodies_with_outer_scope_tensors(cond, block):
-    model = _if_model()
+    model = if_model()
     result = fp16.convert_float16(model, op_block_list=block)
     feeds = {"x": np.array([1.0, 2.0, 3.0], np.float32), "cond": np.array(cond)}
     check_converted(model, result.model, feeds=feeds)
@@ -415,6 +378,75 @@ def test_weight_underflow_stays_float32():
     assert [d.rule.value for d in result.report.fp32_nodes] == ["weight_underflow"]
     out = run(result.model, {"x": np.array([1e3, 1e3], np.float32)})[0]
     assert np.all(out != 0)
+
+
+@pytest.mark.parametrize(("value", "rule"), [(1e5, "weight_overflow"), (1e-6, "weight_underflow")])
+def test_constant_copied_by_identity_is_judged_where_it_is_read(value, rule):
+    """Issue 10 (lean): TorchScript routes deduplicated initializers through Identity (ConvNeXt's equal layer
+    scales). The rules saw the constant only at the Identity, kept that float32, and converted the Mul reading
+    the copy, which then read it through a Cast to float16: 1e-6 lost 1.3% although the Identity's reason said
+    it was kept (an overflow was caught one step later, as range_propagated). The Mul now sees the constant
+    through the copy and stays float32 with the Identity for the rule's own reason."""
+    model = make_model(
+        [
+            helper.make_node("Identity", ["c"], ["c_copy"], name="copy"),
+            helper.make_node("Mul", ["x", "c_copy"], ["a"], name="scale"),
+            helper.make_node("Mul", ["x", "c"], ["b"], name="scale_direct"),
+            helper.make_node("Add", ["a", "b"], ["y"], name="add"),
+        ],
+        [vi("x", F, [4])],
+        [vi("y", F, [4])],
+        [init("c", np.full(4, value, np.float32))],
+    )
+    result = fp16.convert_float16(model, keep_io_types=True)
+    fp32 = {d.node: d.rule.value for d in result.report.fp32_nodes}
+    assert fp32.get("scale") == rule and fp32.get("scale_direct") == rule, fp32
+    assert fp32.get("copy") == rule  # it feeds a float32 node the exact constant: its reason holds
+    feeds = {"x": np.array([0.5, 1.0, 2.0, 3.0], np.float32)}
+    out = run(result.model, feeds)[0]
+    np.testing.assert_allclose(out, run(model, feeds)[0], rtol=2e-3)
+
+
+def test_tiny_biases_and_epsilons_convert_and_stay_accurate():
+    """Issue 10 (lean): a MobileNetV3-like Conv whose folded BatchNorm bias is ~1e-8 and a T5-like RMSNorm with
+    its 1e-6 epsilon were kept float32 (weight_underflow, 2 Casts each) although float16 rounds an addend by at
+    most 2**-25; they now convert, with no Cast, and match float32 under float16-storage emulation."""
+    from olive_fp16_pass.emulation import emulate_float16_storage
+
+    gen = np.random.default_rng(3)
+    bias = (gen.standard_normal(8) * 2e-8).astype(np.float32)  # |b| <= ~5e-8, most values subnormal or 0
+    model = make_model(
+        [
+            helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node("HardSwish", ["c"], ["h"], name="hswish"),
+            helper.make_node("Pow", ["h", "two"], ["sq"], name="pow"),
+            helper.make_node("ReduceMean", ["sq", "axes"], ["ms"], name="mean", keepdims=1),
+            helper.make_node("Add", ["ms", "eps"], ["mse"], name="add_eps"),
+            helper.make_node("Sqrt", ["mse"], ["rms"], name="sqrt"),
+            helper.make_node("Div", ["h", "rms"], ["n"], name="div"),
+            helper.make_node("Mul", ["n", "gamma"], ["y"], name="scale"),
+        ],
+        [vi("x", F, [1, 4, 6, 6])],
+        [vi("y", F, [1, 8, 6, 6])],
+        [
+            init("W", w(8, 4, 3, 3)),
+            init("B", bias),
+            init("two", np.array(2.0, np.float32)),
+            init("axes", np.array([1], np.int64)),
+            init("eps", np.array(1e-6, np.float32)),
+            init("gamma", np.full([1, 8, 1, 1], 0.7, np.float32)),
+        ],
+        opset=18,
+    )
+    result = fp16.convert_float16(model, keep_io_types=False)
+    assert not result.report.fp32_nodes, [(d.node, d.rule.value, d.detail) for d in result.report.fp32_nodes]
+    assert count_ops(result.model, "Cast") == 0
+    feeds = {"x": gen.uniform(-1, 1, (1, 4, 6, 6)).astype(np.float32)}
+    expected = run(model, feeds)[0]
+    emulated = run(emulate_float16_storage(result.model), feeds)[0]
+    np.testing.assert_allclose(emulated, expected, rtol=1e-2, atol=1e-2)
+    cosine = float(np.dot(emulated.ravel(), expected.ravel()) / np.linalg.norm(emulated) / np.linalg.norm(expected))
+    assert cosine > 0.9999
 
 
 def test_constant_nodes_and_constant_of_shape():

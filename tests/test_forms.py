@@ -11,8 +11,16 @@ import pytest
 from onnx import TensorProto, helper
 
 import olive_fp16_pass as fp16
-from tests.helpers import check_converted, count_ops, elem_type, feeds_for, init, make_model, vi
-from tests.test_fusion_safe import all_optimizations_session
+from tests.helpers import (
+    all_optimizations_session,
+    check_converted,
+    count_ops,
+    elem_type,
+    feeds_for,
+    init,
+    make_model,
+    vi,
+)
 
 
 def decisions(result) -> dict[str, tuple[str, str]]:

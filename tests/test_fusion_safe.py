@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
@@ -19,39 +18,24 @@ from olive_fp16_pass import float16 as float16_mod
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.fusion_units import fusion_units
 from olive_fp16_pass.options import ConversionOptions
-from tests.helpers import check_converted, feeds_for, init, make_model, vi
-from tests.models import layernorm_nodes
+from tests.helpers import all_optimizations_session, check_converted, feeds_for, init, make_model, vi
+from tests.models import (
+    GELU_INITS,
+    UNIT_WIDTH,
+    gelu_nodes,
+    layernorm_inits,
+    layernorm_nodes,
+    rms_norm_nodes,
+    transformer_block,
+)
 
-W = 16
-
-
-def _ln_inits():
-    return [
-        init("two", np.float32(2)),
-        init("eps", np.float32(1e-5)),
-        init("gamma", np.linspace(0.5, 1.5, W).astype(np.float32)),
-        init("beta", np.linspace(-0.2, 0.2, W).astype(np.float32)),
-    ]
-
-
-def gelu_nodes(x: str, p: str) -> list[onnx.NodeProto]:
-    """GELU as torch's TorchScript exporter writes it: x * 0.5 * (1 + erf(x / sqrt 2))."""
-    return [
-        helper.make_node("Div", [x, "sqrt2"], [p + "d"], name=p + "div"),
-        helper.make_node("Erf", [p + "d"], [p + "e"], name=p + "erf"),
-        helper.make_node("Add", [p + "e", "one"], [p + "a"], name=p + "add"),
-        helper.make_node("Mul", [x, p + "a"], [p + "m"], name=p + "mul"),
-        helper.make_node("Mul", [p + "m", "half"], [p + "out"], name=p + "half"),
-    ]
-
-
-GELU_INITS = [init("sqrt2", np.float32(np.sqrt(2))), init("one", np.float32(1)), init("half", np.float32(0.5))]
+W = UNIT_WIDTH
 
 
 def ln_on_input(opset: int = 17) -> onnx.ModelProto:
     nodes = [*layernorm_nodes("x", "ln_"), helper.make_node("Relu", ["ln_out"], ["y"], name="relu")]
     return make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])],
-                      _ln_inits(), opset=opset)  # fmt: skip
+                      layernorm_inits(), opset=opset)  # fmt: skip
 
 
 def matmul_ln() -> onnx.ModelProto:
@@ -63,20 +47,13 @@ def matmul_ln() -> onnx.ModelProto:
     ]
     weight = init("W", (rng.standard_normal((W, W)) / 4).astype(np.float32))
     return make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])],
-                      [*_ln_inits(), weight])  # fmt: skip
+                      [*layernorm_inits(), weight])  # fmt: skip
 
 
 def gelu_on_input() -> onnx.ModelProto:
     nodes = [*gelu_nodes("x", "g_"), helper.make_node("Relu", ["g_out"], ["y"], name="relu")]
     return make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])],
                       GELU_INITS)  # fmt: skip
-
-
-def all_optimizations_session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def check_loads_and_accurate(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
@@ -177,47 +154,6 @@ def test_unloadable_result_raises_float16error():
         fp16.convert_float16(model, keep_io_types=False, node_block_list=ln_nodes)
 
 
-def fast_gelu_nodes(x: str, p: str) -> list[onnx.NodeProto]:
-    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's "gelu_new"."""
-    return [
-        helper.make_node("Pow", [x, "three"], [p + "x3"], name=p + "pow"),
-        helper.make_node("Mul", [p + "x3", "c044"], [p + "a"], name=p + "mul_c"),
-        helper.make_node("Add", [x, p + "a"], [p + "b"], name=p + "add_x"),
-        helper.make_node("Mul", [p + "b", "c079"], [p + "c"], name=p + "mul_s"),
-        helper.make_node("Tanh", [p + "c"], [p + "t"], name=p + "tanh"),
-        helper.make_node("Add", [p + "t", "one"], [p + "d"], name=p + "add1"),
-        helper.make_node("Mul", [x, p + "d"], [p + "e"], name=p + "mul_x"),
-        helper.make_node("Mul", [p + "e", "half"], [p + "out"], name=p + "half"),
-    ]
-
-
-def rms_norm_nodes(x: str, p: str) -> list[onnx.NodeProto]:
-    return [
-        helper.make_node("Pow", [x, "two"], [p + "sq"], name=p + "pow"),
-        helper.make_node("ReduceMean", [p + "sq"], [p + "m"], axes=[-1], name=p + "rm"),
-        helper.make_node("Add", [p + "m", "eps"], [p + "v"], name=p + "add"),
-        helper.make_node("Sqrt", [p + "v"], [p + "r"], name=p + "sqrt"),
-        helper.make_node("Div", [x, p + "r"], [p + "n"], name=p + "div"),
-        helper.make_node("Mul", [p + "n", "gamma"], [p + "out"], name=p + "mul"),
-    ]
-
-
-def transformer_block() -> onnx.ModelProto:
-    """MatMul -> LayerNorm -> GELU -> RMSNorm -> FastGelu -> MatMul: every pattern the matcher knows."""
-    rng = np.random.default_rng(1)
-    nodes = [
-        helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
-        *layernorm_nodes("h", "ln_"),
-        *gelu_nodes("ln_out", "g_"),
-        *rms_norm_nodes("g_out", "rms_"),
-        *fast_gelu_nodes("rms_out", "fg_"),
-        helper.make_node("MatMul", ["fg_out", "W"], ["y"], name="mm2"),
-    ]
-    inits = [*_ln_inits(), *GELU_INITS, init("W", (rng.standard_normal((W, W)) / 4).astype(np.float32))]
-    inits += [init("three", np.float32(3)), init("c044", np.float32(0.044715)), init("c079", np.float32(0.7978846))]
-    return make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])], inits)
-
-
 def test_search_and_float16_share_the_unit_patterns():
     """mixed_precision's protobuf view finds the units the Float16 conversion keeps whole, RMSNorm and FastGelu too."""
     model = transformer_block()
@@ -247,3 +183,27 @@ def test_load_check_can_be_skipped_and_repairs_an_ir_model_input(monkeypatch):
     options = ConversionOptions(keep_io_types=True)
     repaired = float16_mod.convert_with_options(ir.serde.deserialize_model(model), options)
     check_loads_and_accurate(model, repaired.model)
+
+
+@pytest.mark.parametrize("keep_io", [True, False])
+def test_rmsnorm_with_t5_epsilon_stays_float16_whole(keep_io):
+    """Issue 10 (lean): T5/Llama's RMSNorm adds eps = 1e-6, subnormal in float16. The weight_underflow rule kept
+    that Add float32 and the fusion rule then pulled the whole SimplifiedLayerNorm unit with it (T5 dynamo: 84
+    nodes, 56.8% FP16). An addend is rounded by at most 2**-25, within the rounding of the float16 sum: the unit
+    now stays float16, loads with every optimization and is accurate."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+        *rms_norm_nodes("h", "rms_"),
+        helper.make_node("MatMul", ["rms_out", "W"], ["y"], name="mm2"),
+    ]
+    inits = [
+        init("two", np.float32(2)),
+        init("eps", np.float32(1e-6)),
+        init("gamma", np.linspace(0.5, 1.5, W).astype(np.float32)),
+        init("W", (rng.standard_normal((W, W)) / 4).astype(np.float32)),
+    ]
+    model = make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])], inits)
+    result = fp16.convert_float16(model, keep_io_types=keep_io)
+    assert set(precisions(result).values()) == {"fp16"}, [(d.node, d.detail) for d in result.report.fp32_nodes]
+    check_loads_and_accurate(model, result.model)

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 import olive_fp16_pass as fp16
 from tests.helpers import init, make_model, vi
-from tests.test_fusion_safe import transformer_block
+from tests.models import transformer_block
 
 
 def if_model() -> onnx.ModelProto:

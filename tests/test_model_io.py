@@ -14,22 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 import olive_fp16_pass as fp16
 from olive_fp16_pass.errors import ModelFileError
 from tests.helpers import assert_topologically_sorted, init, make_model, run, session, vi
+from tests.models import unsorted_model
 
 W = np.arange(9, dtype=np.float32).reshape(3, 3) / 10
-
-
-def _unsorted() -> onnx.ModelProto:
-    """keras2onnx-era order: the consumer before its producer, in the main graph."""
-    return make_model(
-        [
-            helper.make_node("Relu", ["a"], ["y"], name="relu"),
-            helper.make_node("Add", ["m", "b"], ["a"], name="add"),
-            helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
-        ],
-        [vi("x", TensorProto.FLOAT, [2, 3])],
-        [vi("y", TensorProto.FLOAT, [2, 3])],
-        [init("W", W), init("b", np.ones(3, np.float32))],
-    )
 
 
 def _typeless_value_info() -> onnx.ModelProto:
@@ -57,7 +44,7 @@ def _ir3(opset: int) -> onnx.ModelProto:
 
 
 CASES = {
-    "unsorted": (_unsorted, "sorted the nodes of graph 'g' topologically (2 nodes moved)"),
+    "unsorted": (unsorted_model, "sorted the nodes of graph 'g' topologically (2 nodes moved)"),
     "typeless_value_info": (_typeless_value_info, "dropped 1 value_info entries without a type in graph 'g'"),
     "ir3_opset8": (lambda: _ir3(8), "added 1 initializers as graph inputs, as IR version < 4 requires (W)"),
     "ir3_opset7": (lambda: _ir3(7), "added 1 initializers as graph inputs, as IR version < 4 requires (W)"),
@@ -87,7 +74,7 @@ def test_checker_failing_models_ort_runs_convert(name, route, keep_io_types, tmp
 
 def test_cli_converts_an_unsorted_model_and_reports_the_repair(tmp_path):
     source = tmp_path / "in.onnx"
-    onnx.save(_unsorted(), source)
+    onnx.save(unsorted_model(), source)
     report = tmp_path / "report.json"
     out = str(tmp_path / "out.onnx")
     done = subprocess.run(
@@ -139,7 +126,7 @@ def test_node_feeding_a_subgraph_is_sorted_before_it(tmp_path):
 
 
 def test_model_cut_after_its_graph_is_called_truncated(tmp_path):
-    data = _unsorted().SerializeToString()
+    data = unsorted_model().SerializeToString()
     full = onnx.load_from_string(data)
     graph_only = onnx.ModelProto(ir_version=full.ir_version)
     graph_only.graph.CopyFrom(full.graph)
@@ -153,7 +140,7 @@ def test_model_cut_after_its_graph_is_called_truncated(tmp_path):
 
 def test_checker_failure_that_cannot_be_repaired_is_a_warning_not_truncated(tmp_path):
     """Duplicate metadata keys fail the checker; ONNX Runtime runs the model. Never blamed on truncation."""
-    model = _unsorted()
+    model = unsorted_model()
     model.metadata_props.add(key="k", value="1")
     model.metadata_props.add(key="k", value="2")
     session(model)

@@ -14,8 +14,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.helpers import init, make_model, run, vi
-from tests.test_olive_workflows import _olive
+from olive_fp16_pass.load_check import SaveCheck
+from tests.helpers import init, make_model, run, run_olive, vi
 
 
 def _model() -> onnx.ModelProto:
@@ -50,7 +50,7 @@ def test_olive_run_on_external_data_model_writes_a_loadable_output(tmp_path, sav
     }
     (tmp_path / "workflow.json").write_text(json.dumps(config))
     # Run from another folder, and without the input folder: nothing may resolve through it.
-    proc = _olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    proc = run_olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out" / "model.onnx"
     (source.parent / "model.onnx.data").rename(tmp_path / "moved.data")
@@ -62,6 +62,9 @@ def test_olive_run_on_external_data_model_writes_a_loadable_output(tmp_path, sav
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in header.graph.initializer) == (
         save_as_external_data
     )
+    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    # the output was load-checked on its own files as they were written (load_check.SaveCheck)
+    assert SaveCheck.DONE in attributes["olive_fp16_report"]["notes"]
     converted = onnx.load(out)
     onnx.checker.check_model(converted, full_check=True)
     assert {t.name: t.data_type for t in converted.graph.initializer} == {
@@ -81,7 +84,7 @@ def _run_workflow(tmp_path, model_path, pass_config: dict):
         "log_severity_level": 1,
     }
     (tmp_path / "workflow.json").write_text(json.dumps(config))
-    return _olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    return run_olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
 
 
 def test_olive_run_refuses_an_external_data_name_leaving_the_output_folder(tmp_path):
@@ -94,10 +97,10 @@ def test_olive_run_refuses_an_external_data_name_leaving_the_output_folder(tmp_p
 
 
 def test_olive_run_converts_an_unsorted_model_and_reports_the_repair(tmp_path):
-    from tests.test_model_io import _unsorted
+    from tests.models import unsorted_model
 
     source = tmp_path / "unsorted.onnx"
-    onnx.save(_unsorted(), source)
+    onnx.save(unsorted_model(), source)
     proc = _run_workflow(tmp_path, source, {})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.helpers import init, make_model, run, vi
-
-OLIVE = [sys.executable, "-m", "olive"]
+from tests.helpers import init, make_model, olive_env, run, run_olive, vi
 
 
 def _model(path: Path) -> onnx.ModelProto:
@@ -51,16 +48,6 @@ def _workflow(tmp_path: Path) -> Path:
     return path
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    # Olive 0.13 waits ~10 s at exit for a telemetry heartbeat unless it believes it runs in CI.
-    return {**os.environ, "CI": "1", "OLIVE_DISABLE_TELEMETRY": "1", **(extra or {})}
-
-
-def _olive(args: list[str], tmp_path: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = _env(env_extra)
-    return subprocess.run([*OLIVE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-
-
 def _check_output(tmp_path: Path, original: onnx.ModelProto) -> None:
     out = onnx.load(tmp_path / "out" / "model.onnx")
     onnx.checker.check_model(out, full_check=True)
@@ -78,7 +65,7 @@ def _check_output(tmp_path: Path, original: onnx.ModelProto) -> None:
 
 def test_olive_run_resolves_our_pass_with_no_extra_flag(tmp_path):
     original = _model(tmp_path / "model.onnx")
-    proc = _olive(["run", "--config", str(_workflow(tmp_path))], tmp_path)
+    proc = run_olive(["run", "--config", str(_workflow(tmp_path))], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _check_output(tmp_path, original)
 
@@ -100,10 +87,10 @@ def test_olive_run_with_package_config_route(tmp_path):
     assert {"CPUExecutionProvider", "CUDAExecutionProvider"} <= set(entry["supported_providers"])
     workflow = _workflow(tmp_path)
     no_hook = {"OLIVE_FP16_NO_AUTOREGISTER": "1"}
-    failed = _olive(["run", "--config", str(workflow)], tmp_path, no_hook)
+    failed = run_olive(["run", "--config", str(workflow)], tmp_path, no_hook)
     assert failed.returncode != 0
     assert "onnxfloat16" in (failed.stdout + failed.stderr).lower()
-    proc = _olive(["run", "--config", str(workflow), "--package-config", str(package_config)], tmp_path, no_hook)
+    proc = run_olive(["run", "--config", str(workflow), "--package-config", str(package_config)], tmp_path, no_hook)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _check_output(tmp_path, original)
 
@@ -129,7 +116,7 @@ def test_import_hook_applies_compat_workarounds_when_olive_loads():
         "import json\n"
         "print(json.dumps([sorted(compat.applied()), sorted(k for k, v in compat.detect().items() if v)]))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=olive_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     applied, still_present = json.loads(proc.stdout.strip().splitlines()[-1])
     assert still_present == []
@@ -138,6 +125,7 @@ def test_import_hook_applies_compat_workarounds_when_olive_loads():
 
 USER_DATA = """
 import numpy as np
+from tests.helpers import olive_env, run_olive
 from olive.data.registry import Registry
 
 
@@ -181,7 +169,7 @@ def test_olive_run_auto_mixed_precision_with_data_config(tmp_path):
         "log_severity_level": 1,
     }
     (tmp_path / "workflow.json").write_text(json.dumps(config))
-    proc = _olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    proc = run_olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = onnx.load(tmp_path / "out" / "model.onnx")
     onnx.checker.check_model(out, full_check=True)
@@ -199,3 +187,60 @@ def test_olive_run_auto_mixed_precision_with_data_config(tmp_path):
     assert search["backend"]["mode"] == "emulation"  # CPU target: never plain CPU-EP runs of an fp16 graph
     x = np.random.default_rng(5).standard_normal((2, 16)).astype(np.float32)
     np.testing.assert_allclose(run(out, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-2, atol=1e-3)
+
+
+CALIBRATION_DATA = """
+import numpy as np
+from olive.data.registry import Registry
+
+
+class _Rows:
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):  # the 5th sample drives the MatMul output to 16 * 64 * 100 = 102400
+        return {"x": np.full((2, 64), 100.0 if i == 4 else 1.0, np.float32)}, 0
+
+
+@Registry.register_dataset()
+def calibration_rows(data_dir=None, **kwargs):
+    return _Rows()
+"""
+
+
+def test_olive_run_float16_with_calibration_data_config(tmp_path):
+    """Calibrated Float16 through `olive run`: OnnxFloat16 with a data_config keeps the activation-overflow
+    MatMul (and the Div reading its output) in float32; without one, it converts everything."""
+    from tests.models import matmul_activation_overflow
+
+    model = matmul_activation_overflow()
+    onnx.save(model, tmp_path / "model.onnx")
+    (tmp_path / "user_data.py").write_text(CALIBRATION_DATA)
+    config = {
+        "input_model": {"type": "ONNXModel", "model_path": str(tmp_path / "model.onnx")},
+        "data_configs": [
+            {
+                "name": "calib",
+                "user_script": str(tmp_path / "user_data.py"),
+                "load_dataset_config": {"type": "calibration_rows"},
+                "dataloader_config": {"batch_size": 2},
+            }
+        ],
+        "passes": {"fp16": {"type": "OnnxFloat16", "data_config": "calib", "overflow_margin": 2.0}},
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        "log_severity_level": 1,
+    }
+    (tmp_path / "workflow.json").write_text(json.dumps(config))
+    proc = run_olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = onnx.load(tmp_path / "out" / "model.onnx")
+    onnx.checker.check_model(out, full_check=True)
+    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    report = attributes["olive_fp16_report"]
+    kept = {d["node"]: d for d in report["fp32_nodes"]}
+    assert set(kept) == {"mm", "scale"}
+    assert all(d["rule"] == "activation_overflow" and d["origin"] == "calibration" for d in kept.values())
+    assert "reaches |102400| on calibration data" in kept["mm"]["detail"]
+    assert report["calibration"]["samples"] == 3  # 6 samples in batches of 2: every batch measured
+    assert "search" not in report

@@ -146,15 +146,94 @@ def test_run_script_stops_when_setup_fails(tmp_path):
     assert "provider_status" not in (venv / "calls.log").read_text()  # stopped before choosing a workflow
 
 
-PATH_IN_TEXT = re.compile(r"`((?:olive_fp16_pass|workflows|scripts|bench|tests)/[\w./-]+)`")
+def _repository_files() -> set[str]:
+    """Every file the repository holds (tracked, or new and not ignored), relative, with its parent folders."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if listed.returncode == 0 and listed.stdout.strip():
+        files = set(listed.stdout.split())
+    else:  # not a git checkout (an unpacked sdist): the files on disk
+        files = {str(p.relative_to(REPO)) for p in REPO.rglob("*") if p.is_file() and ".git" not in p.parts}
+    folders = {str(Path(f).parents[k]) for f in files for k in range(len(Path(f).parts) - 1)}
+    return files | folders
+
+
+# Paths the README names that are not files of this repository, each for a reason: what a run writes (outputs,
+# caches, build folders), a user's own files in the examples, and files of other projects (Olive's sources,
+# onnxruntime's docs, GitHub actions, NVIDIA's image).
+GENERATED_OR_EXTERNAL_FOLDERS = {"outputs", "cache", "build", "wheels", "gpu_results", "feeds", "output_dir"}
+GENERATED_OR_EXTERNAL_FOLDERS |= {"olive", "docs", "actions", "nvidia"}
+USER_OR_GENERATED_FILES = {
+    "model.onnx", "model.onnx.data", "model_fp16.onnx", "model_amp.onnx", "feeds.npz", "my_workflow.json",
+    "report.json", "report.md", "amp.json", "compare.json", "comparison.png", "footprint.json",
+    "model.fp16_report.json", "olive_fp16_package_config.json", "pipeline_result.json",
+    "olive_fp16_pass_autoregister.pth",  # the name the wheel installs olive_fp16_pass/_olive_autoregister.pth as
+    "optimize.py",  # Olive's olive/cli/optimize.py
+    "torch.onnx",  # the PyTorch module, not a file
+}  # fmt: skip
+PATH_TOKEN = re.compile(
+    r"(?<![\w/.$:-])((?:[A-Za-z_][\w.-]*/)+[\w.*-]*|[\w-]+(?:\.[\w-]+)*\.(?:py|json|sh|md|onnx|pt|toml|txt|ya?ml|npz|png|pth|data))"
+    r"(?![\w/])"
+)
+
+
+def readme_paths(text: str, top_level: set[str]) -> set[str]:
+    """Relative paths in the README's code (inline `code` and fenced blocks) and relative link targets.
+
+    A token with slashes is a path when it ends with a file extension or a slash, or starts with a folder of the
+    repository or one of GENERATED_OR_EXTERNAL_FOLDERS (so `NaN/Inf` or `op/node` in the layout tree are words)."""
+    fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    code = [*fenced, *re.findall(r"`([^`\n]+)`", prose)]
+    tokens = {m for chunk in code for m in PATH_TOKEN.findall(chunk)}
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    tokens |= {link.split("#")[0] for link in links if not re.match(r"[a-z]+:|#", link)}
+    paths = set()
+    for token in tokens:
+        path = token.rstrip("/")
+        if not path or "*" in path:
+            continue
+        first = path.split("/")[0]
+        if (
+            "/" not in path
+            or token.endswith("/")
+            or re.search(r"\.[A-Za-z]\w*$", path)
+            or first in top_level | GENERATED_OR_EXTERNAL_FOLDERS
+        ):
+            paths.add(path)
+    return paths
 
 
 def test_readme_names_only_files_the_repository_holds():
     readme = (REPO / "README.md").read_text()
-    named = set(PATH_IN_TEXT.findall(readme))
-    assert named, "the README names no file: the pattern is wrong"
-    missing = sorted(p for p in named if not (REPO / p.rstrip("/")).exists() and "*" not in p)
-    assert missing == []
+    holds = _repository_files()
+    top_level = {Path(f).parts[0] for f in holds}
+    named = readme_paths(readme, top_level)
+    assert {"scripts/setup_env.sh", "docker/Dockerfile", "classify.py", "olive_fp16_pass/models"} <= named
+    basenames = {Path(f).name for f in holds}
+    missing = []
+    for path in sorted(named):
+        if path.split("/")[0] in GENERATED_OR_EXTERNAL_FOLDERS:
+            continue
+        if path in holds:
+            continue
+        if "/" in path:
+            # relative to a folder of the layout tree (`data/cuda_kernels.json` under olive_fp16_pass/)
+            if not any(f.endswith("/" + path) for f in holds):
+                missing.append(path)
+        elif path not in basenames and path not in USER_OR_GENERATED_FILES:
+            missing.append(path)  # a bare name (the layout tree, a file named in passing) must be one of ours
+    assert missing == [], f"the README names files the repository does not hold: {missing}"
+
+
+def test_readme_path_check_can_fail():
+    text = "Run `bench/missing.py`, see [the notes](notes/NOTES.md), `gone_module.py` and `NaN/Inf` or `op/node`."
+    assert readme_paths(text, {"bench"}) == {"bench/missing.py", "notes/NOTES.md", "gone_module.py"}
 
 
 def test_license_is_the_one_pyproject_declares():
@@ -162,3 +241,40 @@ def test_license_is_the_one_pyproject_declares():
     assert project["license"] == {"text": "MIT"}
     text = (REPO / "LICENSE").read_text()
     assert text.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in text
+
+
+def test_readme_ci_job_installs_the_olive_extra_its_pipeline_needs():
+    """The README's GitHub Actions job runs examples/pipeline.py, which runs `olive run`: its install step must
+    bring Olive (the core extra alone does not), and since every `run:` step is a new shell, a venv made by
+    scripts/setup_env.sh must be used by path, not through an activation of an earlier step."""
+    readme = (REPO / "README.md").read_text()
+    job = re.search(r"^```yaml\n(.*?)^```", readme, re.MULTILINE | re.DOTALL).group(1)
+    steps = re.findall(r"- run: (.*)", job)
+    pipeline = next(k for k, step in enumerate(steps) if "examples/pipeline.py" in step)
+    installs = [k for k, step in enumerate(steps[:pipeline]) if "setup_env.sh olive," in step or ".[olive," in step]
+    assert installs, f"no step before the pipeline installs the olive extra: {steps[:pipeline]}"
+    if "setup_env.sh" in steps[installs[-1]]:
+        assert steps[pipeline].startswith(".venv/bin/python "), steps[pipeline]
+
+
+def test_package_config_without_olive_is_a_clear_error(tmp_path):
+    """`olive-fp16 package-config` in a core install (`.[cpu]`): exit 2 naming the missing extra, no traceback;
+    and an unwritable -o is exit 2 naming it."""
+    target = tmp_path / "pc.json"
+    code = WITHOUT_OLIVE.split("import numpy as np")[0] + (
+        f"from olive_fp16_pass.cli import main\nsys.exit(main(['package-config', '-o', {str(target)!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Olive is not installed" in proc.stderr and ".[olive,cpu]" in proc.stderr
+    assert "Traceback" not in proc.stderr and not target.exists()
+    pytest.importorskip("olive")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "olive_fp16_pass.cli", "package-config", "-o", str(blocked / "pc.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "package-config -o" in proc.stderr and "Traceback" not in proc.stderr

@@ -42,9 +42,7 @@ from onnx import TensorProto, helper
 
 import olive_fp16_pass as fp16
 from olive_fp16_pass.precision_plan import Rule
-from tests.helpers import IR_VERSION, check_converted, count_ops, init, make_model, run, vi
-from tests.test_cast_count import lower_bound
-from tests.test_emit_backends import _canonical
+from tests.helpers import IR_VERSION, canonical, check_converted, count_ops, init, lower_bound, make_model, run, vi
 
 F32 = TensorProto.FLOAT
 F16 = TensorProto.FLOAT16
@@ -497,7 +495,7 @@ def test_path_and_proto_inputs_agree(case, tmp_path_factory):
     onnx.save(case.model, path)
     via_proto = convert(case).model
     via_ir = convert(case, str(path)).model
-    assert _canonical(via_ir) == _canonical(via_proto)
+    assert canonical(via_ir) == canonical(via_proto)
     for a, b in zip(run(via_proto, case.feeds), run(via_ir, case.feeds), strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -201,6 +201,91 @@ def test_no_fp16_in_schema():
     assert ask(rules.no_fp16_in_schema, _mul(), "mul") is None
 
 
+def test_user_rule():
+    def keep_mul(node, context):
+        return f"{context.label} kept" if node.op_type == "Mul" else None
+
+    options = ConversionOptions(extra_rules=[keep_mul])
+    decision = ask(rules.user_rule, _mul(), "mul", options)
+    assert decision.precision is Precision.FP32 and decision.rule.value == "keep_mul" and decision.detail == "mul kept"
+    assert ask(rules.user_rule, _mul(), "mul") is None
+    assert ask(rules.user_rule, _mul(op="Add", name="add"), "add", options) is None
+
+
+def _deep_ops() -> onnx.ModelProto:
+    """One node per op the depth rule reads, each summing over a known number of elements, and two whose
+    depth no static shape tells (the input of `sum_unknown` has no shape; `mm_dynamic` multiplies two inputs
+    with a symbolic inner dimension)."""
+    f = TensorProto.FLOAT
+    return make_model(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),  # 4096 (A's last axis, or W's rows)
+            helper.make_node("MatMul", ["p", "q"], ["pq"], name="mm_dynamic"),
+            helper.make_node("Gemm", ["g", "G"], ["gg"], transB=1, name="gemm"),  # G is 8 x 300: 300
+            helper.make_node("Conv", ["img", "K"], ["c"], name="conv"),  # 8 channels x 3 x 3 = 72
+            helper.make_node("ReduceSum", ["r", "axis1"], ["rs"], name="sum_axis"),  # axis 1 of [2, 5000, 3]
+            helper.make_node("ReduceMean", ["r"], ["rm"], axes=[1, 2], name="mean_axes"),  # 15000 (opset 17)
+            helper.make_node("ReduceSumSquare", ["r"], ["rq"], name="sumsq_all"),  # no axes: all 30000
+            helper.make_node("Relu", ["r"], ["u"], name="relu"),  # u: no shape below
+            helper.make_node("ReduceL2", ["u"], ["ul"], axes=[1], name="sum_unknown"),
+        ],
+        [
+            vi("x", f, ["b", 4096]),
+            vi("p", f, ["b", "k"]),
+            vi("q", f, ["k", 4]),
+            vi("g", f, [2, 300]),
+            vi("img", f, [1, 8, 16, 16]),
+            vi("r", f, [2, 5000, 3]),
+        ],
+        [vi(n, f, None) for n in ("m", "pq", "gg", "c", "rs", "rm", "rq", "ul")],
+        [
+            init("W", np.zeros((4096, 8), np.float32)),
+            init("G", np.zeros((8, 300), np.float32)),
+            init("K", np.zeros((4, 8, 3, 3), np.float32)),
+            init("axis1", np.array([1], np.int64)),
+        ],
+    )
+
+
+def test_deep_reduction():
+    proto = _deep_ops()
+    depths = {"mm": 4096, "gemm": 300, "conv": 72, "sum_axis": 5000, "mean_axes": 15000, "sumsq_all": 30000}
+    options = ConversionOptions(max_reduction_elements=300)
+    nodes = contexts(proto, options)
+    for name, depth in depths.items():
+        node, context = nodes[name]
+        assert rules.accumulation_depth(node) == depth, name
+        decision = rules.deep_reduction(node, context)
+        if depth > 300:
+            assert decision.rule is Rule.DEEP_REDUCTION
+            assert decision.detail == f"accumulates over {depth} elements > 300 (max_reduction_elements)"
+        else:
+            assert decision is None, name  # 300 is allowed: more than N, not N
+    for name in ("mm_dynamic", "sum_unknown"):
+        node, context = nodes[name]
+        assert rules.accumulation_depth(node) is None and rules.deep_reduction(node, context) is None
+    assert ask(rules.deep_reduction, proto, "mm") is None  # off by default
+    assert ask(rules.deep_reduction, proto, "relu", options) is None
+
+
+def test_deep_reduction_through_the_converter_says_where_it_could_not_look():
+    result = convert_float16(_deep_ops(), max_reduction_elements=1000, provider=None)
+    rule_of = {d.node: d.rule for d in result.report.decisions}
+    assert {n for n, r in rule_of.items() if r is Rule.DEEP_REDUCTION} == {"mm", "sum_axis", "mean_axes", "sumsq_all"}
+    assert rule_of["gemm"] is Rule.CONVERTED and rule_of["sum_unknown"] is Rule.CONVERTED
+    warning = next(w for w in result.report.warnings if w.startswith("max_reduction_elements"))
+    assert "not applied to 2 nodes" in warning and "'mm_dynamic'" in warning and "'sum_unknown'" in warning
+    assert result.report.options["max_reduction_elements"] == 1000
+    assert not convert_float16(_deep_ops(), provider=None).report.fp32_nodes  # off by default: nothing kept
+    assert not any(w.startswith("max_reduction") for w in convert_float16(_deep_ops(), provider=None).report.warnings)
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "100", True])
+def test_max_reduction_elements_must_be_a_positive_whole_number(value):
+    with pytest.raises(OptionError, match="max_reduction_elements"):
+        ConversionOptions(max_reduction_elements=value)
+
+
 def test_weight_range():
     assert ask(rules.weight_range, _mul(2.0), "mul") is None
     over = ask(rules.weight_range, _mul(1e5), "mul")
@@ -209,6 +294,38 @@ def test_weight_range():
     clamped = ask(rules.weight_range, _mul(1e5), "mul", ConversionOptions(clamp_weights=True))
     assert (clamped.precision, clamped.rule) == (Precision.FP16, Rule.WEIGHT_CLAMPED)
     assert [w.name for _, w in clamped.clamped] == ["w"]
+
+
+def _biased(op: str, bias: float, **attrs) -> onnx.ModelProto:
+    """`op` with a constant bias of `bias` everywhere in its additive slot (Conv B, Gemm C, BatchNorm B)."""
+    shapes = {"Conv": ([1, 2, 3, 3], [2, 2, 1, 1], [1, 2, 3, 3]), "Gemm": ([2, 2], [2, 2], [2, 2])}
+    x, weight, y = shapes[op]
+    return make_model(
+        [helper.make_node(op, ["x", "w", "b"], ["y"], name="node", **attrs)],
+        [vi("x", TensorProto.FLOAT, x)],
+        [vi("y", TensorProto.FLOAT, y)],
+        [init("w", np.full(weight, 0.5, np.float32)), init("b", np.full([2], bias, np.float32))],
+    )
+
+
+def test_weight_range_underflow_only_for_factors():
+    """Issue 10 (lean): an all-subnormal ADDEND (bias, epsilon) is rounded by at most 2**-25, within the
+    rounding of the float16 sum: converted. A factor keeps the rule, with the error float16 really makes."""
+    tiny = 4.5e-8  # MobileNetV3's folded BatchNorm biases: all below 2**-24, most not 0 in float16
+    assert ask(rules.weight_range, _mul(1e-6, op="Add", name="add"), "add") is None  # T5/Llama RMSNorm eps
+    assert ask(rules.weight_range, _mul(1e-6, op="Sub", name="sub"), "sub") is None
+    assert ask(rules.weight_range, _biased("Conv", tiny), "node") is None
+    assert ask(rules.weight_range, _biased("Gemm", tiny), "node") is None
+    # C scaled by beta > 1 is no longer a plain addend; the Conv WEIGHT slot is a factor
+    assert ask(rules.weight_range, _biased("Gemm", tiny, beta=4.0), "node").rule is Rule.WEIGHT_UNDERFLOW
+    factor = ask(rules.weight_range, _mul(1e-6), "mul")
+    assert factor.rule is Rule.WEIGHT_UNDERFLOW and "1.3% error" in factor.detail  # 1e-6 -> 1.0133e-6
+    # on float16's subnormal grid, a factor is exact: nothing is lost, nothing to keep
+    assert ask(rules.weight_range, _mul(2.0**-20), "mul") is None
+    # an epsilon that becomes 0 in float16 guards nothing any more: still kept, and said
+    vanished = ask(rules.weight_range, _mul(1e-8, op="Add", name="add"), "add")
+    assert vanished.rule is Rule.WEIGHT_UNDERFLOW and "becomes 0" in vanished.detail
+    assert ask(rules.weight_range, _biased("Conv", 1e-8), "node") is None  # a vanished bias guards nothing
 
 
 def test_converted_is_last_and_always_answers():
@@ -294,12 +411,26 @@ def test_pass_params_cli_flags_and_report_cover_every_option():
     assert tuple(pass_params()) == tuple(name for name in OPTION_NAMES if name != "provider")
     parser = argparse.ArgumentParser()
     add_cli_flags(parser)
-    args = parser.parse_args(["--op-include-list", "Mul", "--node-include-list", "mul", "--keep-io-types"])
+    args = parser.parse_args(
+        ["--op-include-list", "Mul", "--node-include-list", "mul", "--keep-io-types", "--max-reduction-elements", "9"]
+    )
     options = options_from_cli(args)
+    assert options.max_reduction_elements == 9
     assert options.op_include_list == ("Mul",) and options.node_include_list == ("mul",)
     assert options.keep_io_types is True and options.clamp_weights is False
     report = convert_float16(_mul(), op_include_list=["Mul"]).report
     assert tuple(report.options) == OPTION_NAMES and report.options["op_include_list"] == ["Mul"]
+
+
+def test_readme_python_api_names_every_option():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme[readme.index("result = fp16.convert_float16(") :]
+    block = block[: block.index("```")]
+    missing = [name for name in OPTION_NAMES if not re.search(rf"\b{name}\b", block)]
+    assert not missing, f"README's convert_float16 example lacks {missing}"
 
 
 def test_options_are_frozen_and_hashable():

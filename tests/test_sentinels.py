@@ -181,3 +181,21 @@ def test_true_activation_overflow_keeps_just_those_nodes_fp32():
     assert kept == dict.fromkeys(("mlp_big", "mlp_bias", "mlp_down"), "activation_overflow")
     assert "reaches |" in next(d.detail for d in result.report.fp32_nodes if d.node == "mlp_big")
     assert result.report.search["criteria_met"] and result.report.search["holdout_met"]
+
+
+def test_calibrated_float16_converts_a_computed_mask_and_keeps_a_true_overflow():
+    """Calibration reads the same values as the search: the mask input's -3.4e38 only masks a Softmax (the
+    Add and the Softmax convert, rule mask_sentinel), the MLP's ~1e5 is an overflow (float32, measured)."""
+    model = attention_block(mask="input", overflow=True)
+    result = fp16.convert_float16(model, keep_io_types=True, calibration_data=iter(attention_feeds(mask=True)))
+    rules = {d.node: d.rule.value for d in result.report.decisions}
+    assert rules["mask_add"] == rules["softmax"] == "mask_sentinel"
+    assert {d.node for d in result.report.fp32_nodes} == {"mlp_big", "mlp_bias", "mlp_down"}
+    sentinels = result.report.calibration["sentinels"]
+    assert {(s["tensor"], s["feeds"]) for s in sentinels} == {
+        ("mask", "Softmax 'softmax'"),
+        ("masked", "Softmax 'softmax'"),
+    }
+    assert all(s["value"] == pytest.approx(FLOAT32_LOWEST) for s in sentinels)
+    feed = attention_feeds(n=1, mask=True, seed=3)[0]
+    np.testing.assert_allclose(_emulated(result.model, feed), run(model, feed)[0], rtol=1e-2, atol=1e-2)

@@ -13,12 +13,14 @@ import json
 import logging
 from pathlib import Path
 
+from olive.common.config_utils import validate_config
+from olive.data.config import DataConfig
 from olive.hardware.accelerator import AcceleratorSpec
 from olive.model import ONNXModelHandler
 from olive.model.utils import resolve_onnx_path
 from olive.passes import Pass
 from olive.passes.onnx.common import get_external_data_config, ir_model_to_olive_model
-from olive.passes.pass_config import BasePassConfig, PassConfigParam
+from olive.passes.pass_config import BasePassConfig, ParamCategory, PassConfigParam, get_user_script_data_config
 
 from olive_fp16_pass.options import ConversionOptions, pass_params
 
@@ -60,8 +62,14 @@ def to_olive_model(result, input_model: ONNXModelHandler, output_model_path: str
     if config.external_data_name:  # Olive joins it to the output folder unchecked ('../../x' escapes it)
         check_data_name(config.external_data_name, Path(output_model_path).name)
     external = config.save_as_external_data or estimate_size(result.ir_model) > _LARGE_IR_MODEL_THRESHOLD
-    detach_from_input(result.ir_model, keep_external=external)  # else it points at the input's data file
-    output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
+    # An external-data input's result is load-checked on its files as they are written (ConversionResult.save).
+    if getattr(result, "save_check", None) is not None:
+        path = result.save(output_model_path, external_data=external, external_data_name=config.external_data_name)
+        folder = {"model_path": str(path.parent), "onnx_file_name": path.name}  # as Olive's own save does
+        output = ONNXModelHandler(**folder) if external else ONNXModelHandler(model_path=str(path))
+    else:
+        detach_from_input(result.ir_model, keep_external=external)  # else it points at the input's data file
+        output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
     report_dict = result.report.to_dict()
     write_report(report_dict, output.model_path)
     output.model_attributes = {**(input_model.model_attributes or {}), "olive_fp16_report": report_dict}
@@ -74,7 +82,8 @@ OLIVE_FLOAT_TO_FLOAT16_OPTIONS: dict[str, tuple[type, str]] = {
     "min_positive_val": (
         float,
         "OnnxFloatToFloat16 raises tiny constants to min_positive_val; OnnxFloat16 never changes a weight: a node "
-        "whose weights would all underflow float16 (|w| < ~3e-6) stays in float32 instead (rule weight_underflow)",
+        "multiplying by a constant that float16 would store with over 1% error (all subnormal, |w| < ~3e-6) stays "
+        "in float32 instead (rule weight_underflow); tiny biases and epsilons convert",
     ),
     "max_finite_val": (
         float,
@@ -110,6 +119,37 @@ def explain_olive_options(config) -> list[str]:
     return notes
 
 
+def calibration_params() -> dict[str, PassConfigParam]:
+    """Calibrated Float16: an optional Olive data config (a name from the workflow's `data_configs`, or one
+    inline), like the calibration data of Olive's OnnxStaticQuantization."""
+    return {
+        **get_user_script_data_config(),
+        "data_config": PassConfigParam(
+            type_=DataConfig | dict,
+            default_value=None,
+            category=ParamCategory.DATA,
+            description="Calibration data (optional): one float32 run over all its feeds; nodes whose tensors leave "
+            "float16's range on them stay float32 with the measured value as the reason. No search.",
+        ),
+        "overflow_margin": PassConfigParam(
+            type_=float,
+            default_value=2.0,
+            description="With data_config: tensors beyond 65504 / margin keep their nodes in float32.",
+        ),
+    }
+
+
+def calibration_feeds(config, model: ONNXModelHandler):
+    """The data config's feeds as a generator (each drawn when the calibration pass needs it), or None."""
+    if not config.data_config:
+        return None
+    data_config = validate_config(config.data_config, DataConfig)
+    reader = data_config.to_data_container().create_calibration_dataloader(
+        model_path=model.model_path, io_config=model.io_config
+    )
+    return iter(reader.get_next, None)
+
+
 class OnnxFloat16(Pass):
     """Convert a model to float16, keeping in float32 only the nodes that must stay there, with reasons."""
 
@@ -117,6 +157,7 @@ class OnnxFloat16(Pass):
     def _default_config(cls, accelerator_spec: AcceleratorSpec) -> dict[str, PassConfigParam]:
         config = float16_config_params()
         config.update(olive_compat_params())
+        config.update(calibration_params())
         config.update(get_external_data_config())
         return config
 
@@ -128,7 +169,12 @@ class OnnxFloat16(Pass):
         output_model_path = resolve_onnx_path(output_model_path, Path(model.model_path).name)
         # A path, not a loaded proto: external data then stays memory-mapped until it is converted.
         provider = str(self.accelerator_spec.execution_provider)
-        result = convert_float16(model.model_path, **conversion_options(config, provider).to_dict())
+        result = convert_float16(
+            model.model_path,
+            **conversion_options(config, provider).to_dict(),
+            calibration_data=calibration_feeds(config, model),
+            overflow_margin=config.overflow_margin,
+        )
         for note in explain_olive_options(config):
             logger.warning("OnnxFloat16: %s", note)
             result.report.notes.append(note)

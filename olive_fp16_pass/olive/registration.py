@@ -27,6 +27,7 @@ OUR_PASSES: dict[str, dict[str, Any]] = {
         "supported_precisions": ["fp16"],
         "supported_algorithms": [],
         "supported_quantization_encodings": [],
+        "dataset": "dataset_optional",  # calibrated Float16 with a data_config
     },
     "OnnxAutoMixedPrecision": {
         "module_path": "olive_fp16_pass.olive.mixed_precision_pass.OnnxAutoMixedPrecision",
@@ -113,6 +114,7 @@ def merged_package_config() -> dict[str, Any]:
 
 
 def write_package_config(path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(merged_package_config(), indent=2) + "\n")
-    return path
+    """Written atomically; an unwritable target is one Float16Error naming it (`olive-fp16 package-config -o`)."""
+    from olive_fp16_pass.model_io import write_text
+
+    return write_text(path, json.dumps(merged_package_config(), indent=2) + "\n", "package-config -o")

@@ -1,0 +1,1 @@
+"""Maintenance scripts (run as `python scripts/NAME.py`); a package so that the tests import them by name."""
