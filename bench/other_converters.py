@@ -205,6 +205,44 @@ def linreg_float64() -> Built:
     return _skl(LinearRegression(), (x.astype(np.float64), y.astype(np.float64)))
 
 
+def dict_vectorizer() -> Built:
+    """DictVectorizer + LogisticRegression: a map(string, float) graph input, fed one dict (one row) at a time."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import DictionaryType, FloatTensorType, StringTensorType
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    x, y = _classification()
+    rows = [{f"f{i}": float(v) for i, v in enumerate(row[:5])} for row in x]
+    pipeline = make_pipeline(DictVectorizer(sparse=False), LogisticRegression(max_iter=500)).fit(rows[:200], y[:200])
+    model = to_onnx(pipeline, initial_types=[("input", DictionaryType(StringTensorType([]), FloatTensorType([])))])
+    return Built(model, lambda seed: {"input": rows[200 + seed]})
+
+
+def isolation_forest() -> Built:
+    """IsolationForest: trees written as core ops (Gather, Less, Where...), ai.onnx.ml 3 as skl2onnx asks."""
+    from sklearn.ensemble import IsolationForest
+
+    return _skl(IsolationForest(n_estimators=10, random_state=SEED), _classification(),
+                target_opset={"": 17, "ai.onnx.ml": 3})  # fmt: skip
+
+
+def pls_regression() -> Built:
+    """PLSRegression: skl2onnx declares a wrong output shape, so the export fails onnx's full check."""
+    from sklearn.cross_decomposition import PLSRegression
+
+    return _skl(PLSRegression(n_components=2), _regression())
+
+
+def gaussian_process() -> Built:
+    """GaussianProcessRegressor (RBF kernel): pairwise distances, Exp, a MatMul with the training set."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    x, y = _regression()
+    return _skl(GaussianProcessRegressor(), (x, y / np.abs(y).max()))
+
+
 def column_transformer() -> Built:
     """Mixed inputs: a string column one-hot encoded beside scaled numbers, then a classifier (two graph inputs)."""
     from skl2onnx import to_onnx
@@ -598,6 +636,16 @@ MODELS: dict[str, rm.ModelSpec] = {
             ("probabilities",),
         ),
         _spec("linreg_float64", "skl2onnx", linreg_float64, "LinearRegression trained on float64: a float64 graph"),
+        _spec(
+            "dict_vectorizer",
+            "skl2onnx",
+            dict_vectorizer,
+            "DictVectorizer + LogisticRegression: a map input",
+            LABEL_PROBA,
+        ),
+        _spec("isolation_forest", "skl2onnx", isolation_forest, "IsolationForest 10 trees (core ops), ml opset 3"),
+        _spec("pls_regression", "skl2onnx", pls_regression, "PLSRegression (export fails onnx's full check)"),
+        _spec("gaussian_process", "skl2onnx", gaussian_process, "GaussianProcessRegressor, RBF kernel"),
         _spec(
             "column_transformer",
             "skl2onnx",

@@ -105,7 +105,7 @@ class Candidate:
         return (self.nodes_fp32 if self.nodes_fp32 is not None else math.inf, self.flops_fp32 or 0.0)
 
 
-def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir.Value]]:
+def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir.Value], dict[str, list[str]]]:
     """Labels of main-graph nodes in order, exactly as the converter names them (subgraph nodes counted), the
     float32 outputs of main-graph nodes (from the converter's own type propagation), and those outputs as
     onnx-ir values (their uses tell a masking sentinel from an overflow, sentinels.py)."""
@@ -117,7 +117,17 @@ def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir
     types = element_types.infer(ir_model, index)
     labels = [index.labels[id(node)] for node in ir_model.graph]
     values = {v.name: v for node in ir_model.graph for v in node.outputs if v.name and types.is_float32(v)}
-    return labels, list(values), values
+    return labels, list(values), values, _body_labels(index, labels)
+
+
+def _body_labels(index, labels: list[str]) -> dict[str, list[str]]:
+    """Main-graph control-flow node -> the labels of every node in its bodies (nested ones included)."""
+    inside: dict[str, list[str]] = {}
+    for node, path in index.nodes:
+        if path != "main":
+            owner = path.split("/", 2)[1]  # "main/<owner label>/<attribute>[/...]"
+            inside.setdefault(owner, []).append(index.labels[id(node)])
+    return {label: inside[label] for label in labels if label in inside}
 
 
 def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -> None:
@@ -135,6 +145,8 @@ def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -
                 f"unknown: {unknown or '-'}; model inputs: {sorted(inputs)})"
             )
         for name, value in inputs.items():
+            if value.type.WhichOneof("value") != "tensor_type":  # a map or sequence input: onnxruntime checks it
+                continue
             array = np.asarray(feed[name])
             tensor_type = value.type.tensor_type
             dims = tensor_type.shape.dim
@@ -193,7 +205,7 @@ class _Search:
         self.overflow_margin = overflow_margin
         self.sessions = SessionFactory(backend, base_dir, self.big)
         self.output_names = [o.name for o in proto.graph.output]
-        self.labels, self.float_names, self.values = _analyze(proto)
+        self.labels, self.float_names, self.values, self.bodies = _analyze(proto)
         self.value_stats: dict[str, ValueStats] = {}  # tensors beyond the range limit: are they sentinels?
         self.sentinels: dict[str, Sentinel] = {}  # tensor name -> its masking sentinel (not an overflow)
         self.tried = 0
@@ -212,8 +224,22 @@ class _Search:
             set_base_dir(model, self.base_dir)
         return model
 
+    def with_bodies(self, forced: Mapping[str, ForcedDecision]) -> dict[str, ForcedDecision]:
+        """`forced` with the body nodes of every control-flow node it keeps in float32 kept there too.
+
+        The search ranks and forces main-graph nodes; a Loop/Scan/If is float32 at its interface whatever it
+        computes inside, so forcing only the node itself could never undo a body's float16 error (scikit-learn's
+        GaussianProcessRegressor computes its distances in a Scan body: no candidate met the criteria)."""
+        expanded = dict(forced)
+        for label, record in forced.items():
+            if record.precision is Precision.FP32 and label in self.bodies:
+                for inner in self.bodies[label]:
+                    expanded.setdefault(inner, ForcedDecision(record.rule, record.detail, record.origin, label))
+        return expanded
+
     def build(self, forced, *, emulate: bool) -> ConversionResult:
         """The real (or emulated) candidate; the last real one is kept: the load check and the result share it."""
+        forced = self.with_bodies(forced)
         key = (tuple(sorted(forced)), emulate)
         if getattr(self, "_built_key", None) == key:
             return self._built
@@ -255,13 +281,14 @@ class _Search:
 
         The gates of the last candidate stay bound: a validation that runs its first feed, then the others,
         computes and binds them once."""
+        forced = self.with_bodies(forced)
         # I/O binding: session.run() validates every input name in Python, 38 ms a run with the thousands of
         # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
         if self.switch_session is None:
             self.switch_session = self.sessions.session(self.switchable.model, emulation=True, threads=self.threads())
         typed = self._typed_feeds(feeds)[select]
-        if any(value.dtype.kind in "OSU" for feed in typed for value in feed.values()):
-            # Strings (a scikit-learn pipeline's text or category column): I/O binding refuses them.
+        if any(not isinstance(v, np.ndarray) or v.dtype.kind in "OSU" for feed in typed for v in feed.values()):
+            # Strings (a scikit-learn pipeline's text or category column), maps: I/O binding refuses them.
             gates, classified = self.switchable.gates(self.base, forced)
             gate_feed = self.switchable.gate_feed(gates)
             runs = [[tensor_view(o) for o in self.switch_session.run(names, {**gate_feed, **feed})] for feed in typed]
@@ -290,9 +317,14 @@ class _Search:
         float32 model's); other inputs keep their dtype (a float64 model takes float64)."""
         key = id(feeds)
         if getattr(self, "_typed_key", None) != key:
-            float32 = {i.name for i in self.proto.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+            inputs = self.proto.graph.input
+            float32 = {i.name for i in inputs if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+            tensors = {i.name for i in inputs if i.type.WhichOneof("value") == "tensor_type"}
             self._typed = [
-                {k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) for k, v in feed.items()}
+                {
+                    k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) if k in tensors else v
+                    for k, v in feed.items()
+                }
                 for feed in feeds
             ]
             self._typed_key = key
@@ -545,6 +577,8 @@ class _Search:
                     e = float(np.mean(np.abs(c - r)) / (np.mean(np.abs(r)) + 1e-6)) if r.size else 0.0
                 error[name] += e if math.isfinite(e) else math.inf
         fp16_labels = {d.node for d in decisions if d.precision is Precision.FP16}
+        # A control-flow node is float32 at its interface but runs float16 bodies: forcing it forces them.
+        fp16_labels |= {label for label, inner in self.bodies.items() if fp16_labels.intersection(inner)}
         scores = []
         for position, (node, label) in enumerate(zip(self.proto.graph.node, labels, strict=True)):
             if label not in fp16_labels:

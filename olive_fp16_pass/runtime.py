@@ -252,6 +252,9 @@ def run_session(session: ort.InferenceSession, feed: dict[str, np.ndarray], outp
     """Run with feeds cast to each input's declared float type (float16 models take float16 feeds)."""
     typed = {}
     for arg in session.get_inputs():
+        if not arg.type.startswith("tensor("):  # a map or a sequence (DictVectorizer's input): as given
+            typed[arg.name] = feed[arg.name]
+            continue
         array = np.asarray(feed[arg.name])
         if arg.type == "tensor(float16)" and array.dtype != np.float16:
             with np.errstate(over="ignore"):  # a mask's -3.4e38 is -inf in float16, as a user's cast gives
