@@ -239,3 +239,8 @@ def test_pytorch_workflow_cpu_variant(tmp_path):
     assert report_proc.returncode == 0, report_proc.stdout + report_proc.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["chosen"]["passes"][:2] == ["OnnxConversion (Olive)", "OnnxFloat16 (olive-fp16)"]
+    # the FP32 row ran in PyTorch, not on the target provider: said in the row and under the table
+    assert report["input_model_type"].lower() == "pytorchmodel"
+    row = next(line for line in report_proc.stdout.splitlines() if line.startswith("| FP32 input model"))
+    assert row.startswith("| FP32 input model (PyTorch) |") and row.endswith("| PyTorch (not onnxruntime) |")
+    assert "the ratios to it include the ONNX conversion" in report_proc.stdout
