@@ -727,12 +727,13 @@ def _error(exc: BaseException) -> str:
 def _sorted(model: onnx.ModelProto) -> onnx.ModelProto:
     """A topologically sorted copy: ONNX shape inference, which the FP16 count relies on, types nothing after a
     node that reads a value defined later (ORT's converter appends its input Casts at the end of the graph)."""
-    import onnx_ir as ir
     from onnx_ir.passes.common import TopologicalSortPass
 
-    ir_model = ir.serde.deserialize_model(model)
+    from olive_fp16_pass import ir_serde  # onnx-ir's own serde refuses map types (scikit-learn's ZipMap)
+
+    ir_model = ir_serde.deserialize_model(model)
     TopologicalSortPass()(ir_model)
-    return ir.serde.serialize_model(ir_model)
+    return ir_serde.serialize_model(ir_model)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -63,7 +63,7 @@ def _package_config(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from olive_fp16_pass.olive.run_report import main as report_main
+    from olive_fp16_pass.showcase.run_report import main as report_main
 
     return report_main(args.output_dir)
 

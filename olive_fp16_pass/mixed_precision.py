@@ -47,12 +47,14 @@ from olive_fp16_pass.node_cost import NodeCost, fp16_share, give_back_order, lin
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import OVERRULABLE, ForcedDecision, Origin, Precision, Rule
 from olive_fp16_pass.progress import progress_bar
+from olive_fp16_pass.report import SearchReport
 from olive_fp16_pass.runtime import (
     BIG_MODEL_BYTES,
     SessionFactory,
     ValidationBackend,
     choose_backend,
     run_session,
+    tensor_view,
 )
 from olive_fp16_pass.sentinels import Sentinel, ValueStats, activation_sentinel
 from olive_fp16_pass.switchable import SwitchableEmulation, release_external
@@ -103,7 +105,7 @@ class Candidate:
         return (self.nodes_fp32 if self.nodes_fp32 is not None else math.inf, self.flops_fp32 or 0.0)
 
 
-def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir.Value]]:
+def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir.Value], dict[str, list[str]]]:
     """Labels of main-graph nodes in order, exactly as the converter names them (subgraph nodes counted), the
     float32 outputs of main-graph nodes (from the converter's own type propagation), and those outputs as
     onnx-ir values (their uses tell a masking sentinel from an overflow, sentinels.py)."""
@@ -115,7 +117,17 @@ def _analyze(proto: onnx.ModelProto) -> tuple[list[str], list[str], dict[str, ir
     types = element_types.infer(ir_model, index)
     labels = [index.labels[id(node)] for node in ir_model.graph]
     values = {v.name: v for node in ir_model.graph for v in node.outputs if v.name and types.is_float32(v)}
-    return labels, list(values), values
+    return labels, list(values), values, _body_labels(index, labels)
+
+
+def _body_labels(index, labels: list[str]) -> dict[str, list[str]]:
+    """Main-graph control-flow node -> the labels of every node in its bodies (nested ones included)."""
+    inside: dict[str, list[str]] = {}
+    for node, path in index.nodes:
+        if path != "main":
+            owner = path.split("/", 2)[1]  # "main/<owner label>/<attribute>[/...]"
+            inside.setdefault(owner, []).append(index.labels[id(node)])
+    return {label: inside[label] for label in labels if label in inside}
 
 
 def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -> None:
@@ -133,6 +145,8 @@ def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -
                 f"unknown: {unknown or '-'}; model inputs: {sorted(inputs)})"
             )
         for name, value in inputs.items():
+            if value.type.WhichOneof("value") != "tensor_type":  # a map or sequence input: onnxruntime checks it
+                continue
             array = np.asarray(feed[name])
             tensor_type = value.type.tensor_type
             dims = tensor_type.shape.dim
@@ -191,7 +205,7 @@ class _Search:
         self.overflow_margin = overflow_margin
         self.sessions = SessionFactory(backend, base_dir, self.big)
         self.output_names = [o.name for o in proto.graph.output]
-        self.labels, self.float_names, self.values = _analyze(proto)
+        self.labels, self.float_names, self.values, self.bodies = _analyze(proto)
         self.value_stats: dict[str, ValueStats] = {}  # tensors beyond the range limit: are they sentinels?
         self.sentinels: dict[str, Sentinel] = {}  # tensor name -> its masking sentinel (not an overflow)
         self.tried = 0
@@ -210,8 +224,22 @@ class _Search:
             set_base_dir(model, self.base_dir)
         return model
 
+    def with_bodies(self, forced: Mapping[str, ForcedDecision]) -> dict[str, ForcedDecision]:
+        """`forced` with the body nodes of every control-flow node it keeps in float32 kept there too.
+
+        The search ranks and forces main-graph nodes; a Loop/Scan/If is float32 at its interface whatever it
+        computes inside, so forcing only the node itself could never undo a body's float16 error (scikit-learn's
+        GaussianProcessRegressor computes its distances in a Scan body: no candidate met the criteria)."""
+        expanded = dict(forced)
+        for label, record in forced.items():
+            if record.precision is Precision.FP32 and label in self.bodies:
+                for inner in self.bodies[label]:
+                    expanded.setdefault(inner, ForcedDecision(record.rule, record.detail, record.origin, label))
+        return expanded
+
     def build(self, forced, *, emulate: bool) -> ConversionResult:
         """The real (or emulated) candidate; the last real one is kept: the load check and the result share it."""
+        forced = self.with_bodies(forced)
         key = (tuple(sorted(forced)), emulate)
         if getattr(self, "_built_key", None) == key:
             return self._built
@@ -253,16 +281,18 @@ class _Search:
 
         The gates of the last candidate stay bound: a validation that runs its first feed, then the others,
         computes and binds them once."""
+        forced = self.with_bodies(forced)
         # I/O binding: session.run() validates every input name in Python, 38 ms a run with the thousands of
         # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
         if self.switch_session is None:
             self.switch_session = self.sessions.session(self.switchable.model, emulation=True, threads=self.threads())
         typed = self._typed_feeds(feeds)[select]
-        if any(value.dtype.kind in "OSU" for feed in typed for value in feed.values()):
-            # Strings (a scikit-learn pipeline's text or category column): I/O binding refuses them.
+        if any(not isinstance(v, np.ndarray) or v.dtype.kind in "OSU" for feed in typed for v in feed.values()):
+            # Strings (a scikit-learn pipeline's text or category column), maps: I/O binding refuses them.
             gates, classified = self.switchable.gates(self.base, forced)
             gate_feed = self.switchable.gate_feed(gates)
-            return [self.switch_session.run(names, {**gate_feed, **feed}) for feed in typed], classified
+            runs = [[tensor_view(o) for o in self.switch_session.run(names, {**gate_feed, **feed})] for feed in typed]
+            return runs, classified
         key = (frozenset(forced), id(self.switch_session))
         if getattr(self, "_bound_key", None) != key:
             gates, classified = self.switchable.gates(self.base, forced)
@@ -278,7 +308,7 @@ class _Search:
             for name in names:
                 binding.bind_output(name)
             self.switch_session.run_with_iobinding(binding)
-            runs.append(binding.copy_outputs_to_cpu())
+            runs.append([tensor_view(o) for o in binding.copy_outputs_to_cpu()])
             binding.clear_binding_outputs()
         return runs, classified
 
@@ -287,9 +317,14 @@ class _Search:
         float32 model's); other inputs keep their dtype (a float64 model takes float64)."""
         key = id(feeds)
         if getattr(self, "_typed_key", None) != key:
-            float32 = {i.name for i in self.proto.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+            inputs = self.proto.graph.input
+            float32 = {i.name for i in inputs if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+            tensors = {i.name for i in inputs if i.type.WhichOneof("value") == "tensor_type"}
             self._typed = [
-                {k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) for k, v in feed.items()}
+                {
+                    k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) if k in tensors else v
+                    for k, v in feed.items()
+                }
                 for feed in feeds
             ]
             self._typed_key = key
@@ -542,6 +577,8 @@ class _Search:
                     e = float(np.mean(np.abs(c - r)) / (np.mean(np.abs(r)) + 1e-6)) if r.size else 0.0
                 error[name] += e if math.isfinite(e) else math.inf
         fp16_labels = {d.node for d in decisions if d.precision is Precision.FP16}
+        # A control-flow node is float32 at its interface but runs float16 bodies: forcing it forces them.
+        fp16_labels |= {label for label, inner in self.bodies.items() if fp16_labels.intersection(inner)}
         scores = []
         for position, (node, label) in enumerate(zip(self.proto.graph.node, labels, strict=True)):
             if label not in fp16_labels:
@@ -724,31 +761,28 @@ def auto_mixed_precision(
         report.warnings.append(
             "criteria met on validation data but not on held-out data: " + "; ".join(holdout_failures[:3])
         )
-    report.search = {
-        "backend": backend.to_dict(),
-        "providers_used": sorted(search.sessions.providers_seen),
-        "criteria": criteria.to_dict(),
-        "emulation_margin": emulation_margin if backend.emulated else None,
-        "criteria_applied": search.criteria.to_dict(),
-        # How much of each tolerance the chosen candidate uses (1.0: at the limit), validation and held-out data.
-        "tolerance_used": criteria.usage(final.errors or {}),
-        "holdout_tolerance_used": criteria.usage(holdout_errors or {}),
-        "criteria_met": final.passed,
-        "holdout_met": (not holdout_failures) if holdout else None,
-        "validation_samples": len(feeds),
-        "holdout_samples": len(holdout),
-        "candidates_tried": search.tried,
-        "sessions_created": search.sessions.created,
-        "seconds": round(time.perf_counter() - start, 3),
-        "validation_errors": {k: v.to_dict() for k, v in (final.errors or {}).items()},
-        "holdout_errors": {k: v.to_dict() for k, v in (holdout_errors or {}).items()},
-        "failures": final.failures,
-        # float16 share by nodes and by estimated FLOPs, Casts (node_cost.py; shapes of the first feed)
-        "cost": report.cost,
-        # tensors beyond float16's range on validation data whose values only mask (sentinels.py)
-        "sentinels": sentinels,
-        "history": search.history,
-    }
+    report.search = SearchReport(
+        backend=backend.to_dict(),
+        providers_used=sorted(search.sessions.providers_seen),
+        criteria=criteria.to_dict(),
+        emulation_margin=emulation_margin if backend.emulated else None,
+        criteria_applied=search.criteria.to_dict(),
+        tolerance_used=criteria.usage(final.errors or {}),
+        holdout_tolerance_used=criteria.usage(holdout_errors or {}),
+        criteria_met=final.passed,
+        holdout_met=(not holdout_failures) if holdout else None,
+        validation_samples=len(feeds),
+        holdout_samples=len(holdout),
+        candidates_tried=search.tried,
+        sessions_created=search.sessions.created,
+        seconds=round(time.perf_counter() - start, 3),
+        validation_errors={k: v.to_dict() for k, v in (final.errors or {}).items()},
+        holdout_errors={k: v.to_dict() for k, v in (holdout_errors or {}).items()},
+        failures=final.failures,
+        cost=report.cost,
+        sentinels=sentinels,
+        history=search.history,
+    )
     report.seconds = time.perf_counter() - start
     return result
 

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -251,6 +252,9 @@ def run_session(session: ort.InferenceSession, feed: dict[str, np.ndarray], outp
     """Run with feeds cast to each input's declared float type (float16 models take float16 feeds)."""
     typed = {}
     for arg in session.get_inputs():
+        if not arg.type.startswith("tensor("):  # a map or a sequence (DictVectorizer's input): as given
+            typed[arg.name] = feed[arg.name]
+            continue
         array = np.asarray(feed[arg.name])
         if arg.type == "tensor(float16)" and array.dtype != np.float16:
             with np.errstate(over="ignore"):  # a mask's -3.4e38 is -inf in float16, as a user's cast gives
@@ -258,7 +262,26 @@ def run_session(session: ort.InferenceSession, feed: dict[str, np.ndarray], outp
         elif arg.type == "tensor(float)" and array.dtype != np.float32:
             array = array.astype(np.float32)
         typed[arg.name] = array
-    return session.run(outputs, typed)
+    return [tensor_view(value) for value in session.run(outputs, typed)]
+
+
+def tensor_view(output: Any) -> np.ndarray:
+    """One session output as a numpy array, so that every output can be compared like a tensor.
+
+    Non-tensor outputs come back from onnxruntime as Python containers: ai.onnx.ml's ZipMap (what scikit-learn
+    classifiers export by default) returns a list of {class: probability} dicts, which becomes a (rows,
+    classes) array, columns in sorted key order; a map becomes a 1-D array the same way; a sequence of
+    tensors, its elements flattened end to end (they may differ in shape).
+    """
+    if isinstance(output, dict):
+        return np.asarray([output[key] for key in sorted(output)])
+    if isinstance(output, list):
+        if not output:
+            return np.zeros(0, np.float32)
+        if isinstance(output[0], dict):
+            return np.stack([tensor_view(row) for row in output])
+        return np.concatenate([np.asarray(item).ravel() for item in output])
+    return np.asarray(output)
 
 
 @functools.cache

@@ -740,3 +740,56 @@ def old_opset_mlp(width: int = 8) -> onnx.ModelProto:
     )
     model.ir_version = 4
     return model
+
+
+def dict_vectorizer_model() -> onnx.ModelProto:
+    """skl2onnx's DictVectorizer pipeline: a map(string, float) graph input, vectorised, then a float head."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("DictVectorizer", ["input"], ["features"], domain="ai.onnx.ml", name="vectorize",
+                         string_vocabulary=["a", "b", "c"]),
+        helper.make_node("MatMul", ["features", "W"], ["h"], name="matmul"),
+        helper.make_node("Tanh", ["h"], ["y"], name="tanh"),
+    ]  # fmt: skip
+    features = onnx.ValueInfoProto(
+        name="input",
+        type=helper.make_map_type_proto(TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, [])),
+    )
+    return make_model(
+        nodes,
+        [features],
+        [vi("y", TensorProto.FLOAT, [None, 2])],
+        [init("W", rng.standard_normal((3, 2)).astype(np.float32))],
+        opset=15,
+        extra_opsets=[("ai.onnx.ml", 1)],
+    )
+
+
+def scan_cancellation_model(steps: int = 6, width: int = 8) -> onnx.ModelProto:
+    """A Scan whose body cancels (x + 3000 - 3000, outer-scope constant): float16 in the body loses the values.
+
+    scikit-learn's GaussianProcessRegressor export computes its distances in a Scan body the same way."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["x_t", "big"], ["shifted"], name="body_add"),
+            helper.make_node("Sub", ["shifted", "big"], ["back"], name="body_sub"),
+            helper.make_node("Identity", ["state_in"], ["state_out"], name="body_state"),
+        ],
+        "body",
+        [vi("state_in", TensorProto.FLOAT, [width]), vi("x_t", TensorProto.FLOAT, [width])],
+        [vi("state_out", TensorProto.FLOAT, [width]), vi("back", TensorProto.FLOAT, [width])],
+    )
+    nodes = [
+        helper.make_node("Scan", ["state0", "x"], ["state", "scanned"], body=body, num_scan_inputs=1, name="scan"),
+        helper.make_node("Mul", ["scanned", "gain"], ["y"], name="gain_mul"),
+    ]
+    return make_model(
+        nodes,
+        [vi("x", TensorProto.FLOAT, [steps, width])],
+        [vi("y", TensorProto.FLOAT, [steps, width])],
+        [
+            init("state0", np.zeros(width, np.float32)),
+            init("big", np.float32(3000.0)),
+            init("gain", np.float32(2.0)),
+        ],
+    )

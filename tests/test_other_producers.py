@@ -14,7 +14,15 @@ from onnx import TensorProto
 import olive_fp16_pass as fp16
 from olive_fp16_pass.runtime import run_session
 from tests.helpers import session
-from tests.models import float64_regressor, old_opset_mlp, string_and_float_inputs, string_feeds, zipmap_classifier
+from tests.models import (
+    dict_vectorizer_model,
+    float64_regressor,
+    old_opset_mlp,
+    scan_cancellation_model,
+    string_and_float_inputs,
+    string_feeds,
+    zipmap_classifier,
+)
 from tests.test_fusion_safe import all_optimizations_session
 
 
@@ -63,7 +71,13 @@ def test_zipmap_classifier_mixed_precision():
         model, _rows(), rtol=None, atol=None, max_abs=1e-2, keep_io_types=True, progress=False
     )
     assert _sequence_of_maps(result.model) == _sequence_of_maps(model)
-    all_optimizations_session(result.model).run(None, _rows(1)[0])
+    # The search compares ZipMap's dicts as numbers: it used to fail every candidate on them and return all float32.
+    assert result.report.search["criteria_met"]
+    decisions = {d.node: d.precision.value for d in result.report.decisions}
+    assert decisions["matmul"] == "fp16" and decisions["softmax"] == "fp16"
+    expected = session(model).run(None, _rows(1)[0])
+    got = all_optimizations_session(result.model).run(None, _rows(1)[0])
+    np.testing.assert_allclose(_probabilities(got), _probabilities(expected), atol=1e-2)
 
 
 def test_float64_model_is_returned_unchanged_by_both_entry_points():
@@ -104,3 +118,38 @@ def test_default_opset_8_model_in_mixed_precision():
     expected = session(model).run(None, data[0])[0]
     got = run_session(all_optimizations_session(result.model), data[0])[0]
     np.testing.assert_allclose(got.astype(np.float32), expected, atol=5e-2 * np.abs(expected).max())
+
+
+def test_map_input_converts_and_mixed_precision_feeds_it_as_a_dict():
+    """DictVectorizer's map(string, float) input: kept through onnx-ir, and fed to onnxruntime as the user's dict
+    (run_session made a 0-d object array of it; AMP's feed checks read a tensor type it does not have)."""
+    model = dict_vectorizer_model()
+    data = [{"input": {"a": 0.5 * i, "b": -1.0, "c": 0.25 + i}} for i in range(4)]
+    expected = session(model).run(None, data[1])[0]
+    for keep_io_types in (True, False):
+        converted = fp16.convert_float16(model, keep_io_types=keep_io_types).model
+        assert converted.graph.input[0].type == model.graph.input[0].type
+        onnx.checker.check_model(converted, full_check=True)
+        got = run_session(all_optimizations_session(converted), data[1])[0]
+        np.testing.assert_allclose(got.astype(np.float32), expected, atol=5e-3)
+    result = fp16.auto_mixed_precision(model, data, rtol=None, atol=None, max_abs=1e-2, progress=False)
+    assert {d.node: d.precision.value for d in result.report.decisions}["matmul"] == "fp16"
+    got = run_session(all_optimizations_session(result.model), data[1])[0]
+    np.testing.assert_allclose(got.astype(np.float32), expected, atol=1e-2)
+
+
+def test_mixed_precision_keeps_a_scan_body_in_float32_when_its_accuracy_needs_it():
+    """The search forces main-graph nodes; forcing a Scan (float32 at its interface anyway) did not reach its
+    body, so no candidate met the criteria and even the "all float32" fallback ran the body in float16."""
+    model = scan_cancellation_model()
+    data = [{"x": np.random.default_rng(i).uniform(-0.1, 0.1, (6, 8)).astype(np.float32)} for i in range(4)]
+    result = fp16.auto_mixed_precision(
+        model, data, rtol=None, atol=None, max_abs=1e-3, keep_io_types=True, progress=False
+    )
+    assert result.report.search["criteria_met"]
+    decisions = {d.node: d for d in result.report.decisions}
+    assert decisions["body_add"].precision.value == "fp32" and decisions["body_sub"].precision.value == "fp32"
+    assert decisions["gain_mul"].precision.value == "fp16"  # found by the search, not the all-float32 fallback
+    expected = session(model).run(None, data[3])[0]
+    got = all_optimizations_session(result.model).run(None, data[3])[0]
+    np.testing.assert_allclose(got, expected, atol=1e-3)

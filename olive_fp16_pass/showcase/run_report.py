@@ -459,7 +459,7 @@ def write_picture(report: dict[str, Any], output_dir: Path) -> Path | None:
         return None
     from PIL.PngImagePlugin import PngInfo
 
-    from olive_fp16_pass.image_quality import comparison_picture
+    from olive_fp16_pass.showcase.image_quality import comparison_picture
 
     with np.load(chosen["eval_outputs"]) as arrays:
         noisy, reference, output = arrays["noisy"], arrays["reference"], arrays["output"]
