@@ -17,7 +17,7 @@ nodes in which *most* nodes are fine in float16 and *a few* are not, for reasons
 The graphs are transformer-encoder-like (post-LN, one attention head, width 32, sequence 16, LayerNorm written
 out as ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add and GELU as Erf, as PyTorch exports them before the
 fused ops), built with `onnx.helper` from a fixed seed so both tools convert the very same bytes. The real shipped
-denoiser (`olive_fp16_pass/models/denoiser.onnx`, a U-Net of 114 nodes) is a small real-model row.
+denoiser (`olive_fp16_pass/showcase/models/denoiser.onnx`, a U-Net of 114 nodes) is a small real-model row.
 
 Node names hold no regular-expression metacharacters, so they are exact names for onnxconverter-common and
 full-match patterns for `olive_fp16_pass`.
@@ -260,7 +260,10 @@ def build_all(keys: list[str] | None = None) -> list[BenchModel]:
             out.append(BenchModel(key, desc, model, encoder_feeds(), N_HOLDOUT, injected))
         elif key == "denoiser":
             model = onnx.load(str(DENOISER_PATH))
-            desc = "shipped U-Net denoiser (olive_fp16_pass/models/denoiser.onnx), 1x3x64x64 synthetic noisy images"
+            desc = (
+                "shipped U-Net denoiser (olive_fp16_pass/showcase/models/denoiser.onnx), "
+                "1x3x64x64 synthetic noisy images"
+            )
             out.append(BenchModel(key, desc, model, denoiser_feeds(), N_HOLDOUT, {}, targets=False))
         elif key in REAL_KEYS:
             out.append(real_model(key))

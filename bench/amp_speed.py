@@ -368,7 +368,7 @@ def _prepare(
             final = result.model  # serialized lazily from onnx-ir: part of the cost of getting a ModelProto
             report = result.report
             details["report"] = {
-                "search": report.search,
+                "search": report.search.to_dict() if hasattr(report.search, "to_dict") else report.search,
                 "nodes_fp16": len(report.fp16_nodes),
                 "nodes_fp32": len(report.fp32_nodes),
                 "fp32_nodes": [

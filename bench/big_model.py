@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -33,8 +34,10 @@ print("RESULT " + json.dumps({"seconds": time.perf_counter() - start,
 
 def convert_in_child(src: Path, dst: Path) -> dict:
     """Convert `src` to `dst` in a fresh interpreter: seconds and that process's peak RSS (MiB)."""
+    # The child imports this checkout's package, not whichever one is installed (`-c` puts no folder on the path).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(src), str(dst)], capture_output=True, text=True, timeout=1800
+        [sys.executable, "-c", CHILD, str(src), str(dst)], capture_output=True, text=True, timeout=1800, env=env
     )
     if proc.returncode != 0:
         raise RuntimeError(f"conversion failed: {proc.stderr[-3000:]}")

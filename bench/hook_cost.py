@@ -1,8 +1,8 @@
 """What the auto-registration import hook costs every Python start (README, "In an Olive workflow").
 
-The installed `olive_fp16_pass_autoregister.pth` imports `olive_fp16_pass._olive_hook` in every interpreter
+The installed `olive_fp16_pass_autoregister.pth` imports `olive_fp16_pass.olive.import_hook` in every interpreter
 of the environment. This runs `python -X importtime -c pass` RUNS times and reads, from the same run, the
-cumulative import time of the hook (`olive_fp16_pass._olive_hook`, the package included) and of `site` (all
+cumulative import time of the hook (`olive_fp16_pass.olive.import_hook`, the package included) and of `site` (all
 start-up imports, the hook among them), so the ratio is measured side by side on a machine whose load varies.
 Needs the package installed in the interpreter's environment (the `.pth` in site-packages); exits 2 otherwise.
 
@@ -32,7 +32,7 @@ def one_start() -> dict[str, float]:
         [sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True, timeout=60, check=True
     )
     cumulative = {m.group(3): int(m.group(2)) / 1000 for m in map(LINE.match, proc.stderr.splitlines()) if m}
-    return {"hook_ms": cumulative.get("olive_fp16_pass._olive_hook", 0.0), "site_ms": cumulative.get("site", 0.0)}
+    return {"hook_ms": cumulative.get("olive_fp16_pass.olive.import_hook", 0.0), "site_ms": cumulative.get("site", 0.0)}
 
 
 def main() -> int:

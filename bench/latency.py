@@ -181,7 +181,7 @@ def main() -> int:
 
     from bench.transformer_model import build_encoder
 
-    denoiser = onnx.load(REPO / "olive_fp16_pass/models/denoiser.onnx")
+    denoiser = onnx.load(REPO / "olive_fp16_pass/showcase/models/denoiser.onnx")
     rng = np.random.default_rng(0)
     if args.small:
         cases = [

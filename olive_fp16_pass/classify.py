@@ -1,7 +1,7 @@
 """The classifier: runs the rule chain (rules.py) over every node and gathers the decisions into a plan.
 
 Cast, Constant and ConstantOfShape are not classified: their output precision simply follows what their
-consumers need (see convert.py). Nodes that touch no float32 tensor are not in the plan either.
+consumers need (see precision_edits.py). Nodes that touch no float32 tensor are not in the plan either.
 
 The mixed-precision search classifies one model for many candidates that differ only in the nodes it
 forces into float32. So a model is classified once without them (`classify_base`), and `with_forced` lays a

@@ -48,6 +48,13 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _package_config(args: argparse.Namespace) -> int:
+    try:  # the core install (`.[cpu]`) has no Olive whose package config this extends
+        import olive  # noqa: F401
+    except ImportError as exc:
+        raise Float16Error(
+            f"package-config: Olive is not installed in this environment ({exc}); it is the `olive` extra: "
+            'pip install -e ".[olive,cpu]" (or gpu), or source scripts/setup_env.sh olive,cpu'
+        ) from exc
     from olive_fp16_pass.olive.registration import write_package_config
 
     path = write_package_config(args.output)
@@ -56,7 +63,7 @@ def _package_config(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from olive_fp16_pass.olive.run_report import main as report_main
+    from olive_fp16_pass.showcase.run_report import main as report_main
 
     return report_main(args.output_dir)
 

@@ -2,9 +2,9 @@
 
 Same edits as `convert.write_ir`, written into protobuf instead: for a model given as a ModelProto (no
 external data) this skips re-serializing the whole graph through onnx-ir and creating an IR node per Cast.
-Measured with bench/convert_speed.py (20k nodes, half blocked: 20,000 Casts; see bench/results/
-2026-12-02-convert_speed-writers.md): the whole conversion to a ModelProto takes about 40% less time than
-through the onnx-ir writer. tests/test_emit_backends.py checks that both writers give the same model.
+Measured with bench/convert_speed.py --writer ir|auto (bench/results/2026-12-02-convert_speed-layout-vs-main.md):
+the whole conversion to a ModelProto takes 1.3-1.8x as long through the onnx-ir writer (20k-100k nodes).
+tests/test_emit_backends.py checks that both writers give the same model.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ The command line has no Python data loader, so feeds come from files in the form
 - a `.npz` file whose keys are the model's input names: one feed; or, when every array has one axis more
   than the model's input (a stack of samples, `np.savez(f, x=np.stack(samples))`), one feed per entry of
   that first axis;
-- a folder of such `.npz` files, read in name order (each file one feed, or a stack);
+- a folder of such `.npz` files, read in name order (each file one feed, or a stack); a file whose arrays all
+  lack the batch dimension (one axis less than the input, whose first dimension is 1 or dynamic), as
+  `workflows/my_model_data.py` writes them for Olive, is one feed with a batch axis of 1 added;
 - a JSON file as `polygraphy run --save-inputs` writes it: a list of feeds, each name -> array, an array
   being Polygraphy's encoding (`{"array": base64 of np.save, "polygraphy_class": "ndarray"}`) or a plain
   nested list of numbers;
@@ -65,9 +67,23 @@ def _rank(value: onnx.ValueInfoProto) -> int | None:
     return len(tensor_type.shape.dim) if tensor_type.HasField("shape") else None
 
 
+def _batch_dim_free(value: onnx.ValueInfoProto) -> bool:
+    """Whether the input's first dimension takes a batch of one (1, or dynamic)."""
+    dims = value.type.tensor_type.shape.dim
+    return bool(dims) and (not dims[0].HasField("dim_value") or dims[0].dim_value == 1)
+
+
 def _split_stack(arrays: dict[str, np.ndarray], inputs: dict[str, onnx.ValueInfoProto], source: str) -> list[Feed]:
-    """One feed, or one per entry of the first axis when every array has one axis more than its input."""
+    """One feed, or one per entry of the first axis when every array has one axis more than its input.
+
+    A sample without the batch dimension (every array one axis short, each input's first dimension 1 or dynamic),
+    as `workflows/my_model_data.py` and Olive's datasets write them, is one feed with a batch axis of 1 added, so
+    the folder a workflow reads is also one the command line reads."""
     ranks = {name: _rank(inputs[name]) for name in arrays if name in inputs}
+    if ranks and all(
+        r is not None and arrays[n].ndim == r - 1 and _batch_dim_free(inputs[n]) for n, r in ranks.items()
+    ):
+        return [{name: array[np.newaxis] if name in ranks else array for name, array in arrays.items()}]
     stacked = bool(ranks) and all(r is not None and arrays[n].ndim == r + 1 for n, r in ranks.items())
     if not stacked:
         return [dict(arrays)]

@@ -8,7 +8,6 @@ slot, so that graph outputs are moved exactly like node inputs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -21,12 +20,10 @@ F32 = ir.DataType.FLOAT
 F16 = ir.DataType.FLOAT16
 
 
-class Use(NamedTuple):
-    """One reader of a tensor: input `index` of node `owner`, or output `index` of graph `owner`."""
-
-    kind: str  # "node" | "output"
-    owner: ir.Node | ir.Graph
-    index: int
+# One reader of a tensor: ("node", node, input index) or ("output", graph, output index). A plain tuple, not a
+# NamedTuple: a conversion makes one per use of every tensor, twice, and NamedTuple's constructor was a tenth
+# of the protobuf writer's time on a 20k-node graph (bench/convert_speed.py).
+Use = tuple[str, "ir.Node | ir.Graph", int]
 
 
 class FreshNames:
@@ -69,9 +66,9 @@ class OutputSlots:
     def uses(self, value: ir.Value) -> Iterator[Use]:
         """Every reader of `value`: node inputs first, then graph outputs."""
         for node, i in value.uses():
-            yield Use("node", node, i)
+            yield ("node", node, i)
         for graph, i in self.of(value):
-            yield Use("output", graph, i)
+            yield ("output", graph, i)
 
 
 class Placement:

@@ -47,6 +47,7 @@ from olive_fp16_pass.node_cost import NodeCost, fp16_share, give_back_order, lin
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import OVERRULABLE, ForcedDecision, Origin, Precision, Rule
 from olive_fp16_pass.progress import progress_bar
+from olive_fp16_pass.report import SearchReport
 from olive_fp16_pass.runtime import (
     BIG_MODEL_BYTES,
     SessionFactory,
@@ -760,31 +761,28 @@ def auto_mixed_precision(
         report.warnings.append(
             "criteria met on validation data but not on held-out data: " + "; ".join(holdout_failures[:3])
         )
-    report.search = {
-        "backend": backend.to_dict(),
-        "providers_used": sorted(search.sessions.providers_seen),
-        "criteria": criteria.to_dict(),
-        "emulation_margin": emulation_margin if backend.emulated else None,
-        "criteria_applied": search.criteria.to_dict(),
-        # How much of each tolerance the chosen candidate uses (1.0: at the limit), validation and held-out data.
-        "tolerance_used": criteria.usage(final.errors or {}),
-        "holdout_tolerance_used": criteria.usage(holdout_errors or {}),
-        "criteria_met": final.passed,
-        "holdout_met": (not holdout_failures) if holdout else None,
-        "validation_samples": len(feeds),
-        "holdout_samples": len(holdout),
-        "candidates_tried": search.tried,
-        "sessions_created": search.sessions.created,
-        "seconds": round(time.perf_counter() - start, 3),
-        "validation_errors": {k: v.to_dict() for k, v in (final.errors or {}).items()},
-        "holdout_errors": {k: v.to_dict() for k, v in (holdout_errors or {}).items()},
-        "failures": final.failures,
-        # float16 share by nodes and by estimated FLOPs, Casts (node_cost.py; shapes of the first feed)
-        "cost": report.cost,
-        # tensors beyond float16's range on validation data whose values only mask (sentinels.py)
-        "sentinels": sentinels,
-        "history": search.history,
-    }
+    report.search = SearchReport(
+        backend=backend.to_dict(),
+        providers_used=sorted(search.sessions.providers_seen),
+        criteria=criteria.to_dict(),
+        emulation_margin=emulation_margin if backend.emulated else None,
+        criteria_applied=search.criteria.to_dict(),
+        tolerance_used=criteria.usage(final.errors or {}),
+        holdout_tolerance_used=criteria.usage(holdout_errors or {}),
+        criteria_met=final.passed,
+        holdout_met=(not holdout_failures) if holdout else None,
+        validation_samples=len(feeds),
+        holdout_samples=len(holdout),
+        candidates_tried=search.tried,
+        sessions_created=search.sessions.created,
+        seconds=round(time.perf_counter() - start, 3),
+        validation_errors={k: v.to_dict() for k, v in (final.errors or {}).items()},
+        holdout_errors={k: v.to_dict() for k, v in (holdout_errors or {}).items()},
+        failures=final.failures,
+        cost=report.cost,
+        sentinels=sentinels,
+        history=search.history,
+    )
     report.seconds = time.perf_counter() - start
     return result
 

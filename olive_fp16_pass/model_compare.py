@@ -287,9 +287,14 @@ def summary_table(result: dict) -> str:
                     f"|max| {t['reference_abs_max']} in the reference"
                 )
         else:
-            lines.append(f"no tensor's error jumps above {loc['threshold']}; largest increases:")
-            for t in loc["largest_increases"]:
-                lines.append(f"  #{t['position']} {t['tensor']} from {t['op_type']} '{t['node']}': {t['rel_error']}")
+            lines.append(f"no tensor's error jumps above {loc['threshold']}; largest increases over the inputs:")
+            for t in loc["largest_increases"]:  # sorted by the increase, so that is the figure shown first
+                inc = t["increase"]
+                lines.append(
+                    f"  #{t['position']} {t['tensor']} from {t['op_type']} '{t['node']}': "
+                    f"{f'{inc:+g}' if isinstance(inc, (int, float)) else '+' + str(inc)} "
+                    f"(relative error {t['rel_error']}, inputs {t['input_rel_error']})"
+                )
     return "\n".join(lines)
 
 

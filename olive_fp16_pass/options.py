@@ -176,13 +176,23 @@ def add_cli_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -
         if f.metadata["cli"] == _FLAG:
             parser.add_argument(flag, action="store_true", help=help_text)
         elif f.metadata["cli"] == _TEXT:
-            parser.add_argument(flag, default="CUDAExecutionProvider", help=help_text + " Default: %(default)s.")
+            parser.add_argument(
+                flag,
+                type=_none_or_text,
+                default="CUDAExecutionProvider",
+                help=help_text + " On the command line: none. Default: %(default)s.",
+            )
         elif f.metadata["cli"] == _COUNT:
             parser.add_argument(flag, type=int, default=None, metavar="N", help=help_text)
         elif f.metadata["cli"] == _IO:
             parser.add_argument(flag, nargs="*", default=None, help="no names: keep all; else names to keep")
         else:
             parser.add_argument(flag, nargs="*", default=None, help=help_text)
+
+
+def _none_or_text(value: str) -> str | None:
+    """`--provider none` (or None) is the API's None, not a provider named "None"."""
+    return None if value.lower() == "none" else value
 
 
 def options_from_cli(args: argparse.Namespace) -> ConversionOptions:

@@ -76,11 +76,10 @@ class _Wants:
         return F32 if self.options.keeps_io(value.name or "") else F16
 
     def __call__(self, value: ir.Value) -> Iterator[tuple[Use, Want]]:
-        for use in self.outputs.uses(value):
-            if use.kind == "node":
-                yield use, self.of_node(use.owner, use.index, value)
-            else:
-                yield use, self.of_output(use.owner, value)
+        for node, i in value.uses():
+            yield ("node", node, i), self.of_node(node, i, value)
+        for graph, i in self.outputs.of(value):
+            yield ("output", graph, i), self.of_output(graph, value)
 
 
 def _float_values(index: GraphIndex, types: ElementTypes) -> list[ir.Value]:
@@ -224,7 +223,7 @@ def _cast_edit(value: ir.Value, have: ir.DataType, uses: list[tuple[Use, Want]],
     moved = set(taken)  # uses hash by identity of their node or graph
     kept = tuple(use for use, _ in uses if use not in moved)
     renamed = None
-    if any(use.kind == "output" and use.owner is main for use in taken):
+    if any(kind == "output" and owner is main for kind, owner, _ in taken):
         renamed = names.fresh(f"{value.name}_{have.name.lower()}")
         output = value.name or ""  # the model output keeps its name: the Cast's output takes it
     return CastEdit(value, target, output, node, taken, kept, renamed)

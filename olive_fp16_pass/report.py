@@ -4,10 +4,58 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from olive_fp16_pass.precision_plan import NodeDecision, Precision
+
+
+@dataclass(eq=False)
+class SearchReport(Mapping):
+    """What `auto_mixed_precision`'s search did and measured, beside the per-node decisions.
+
+    Read it by attribute (`report.search.criteria_met`); it is also a read-only mapping with the same keys
+    (`report.search["criteria_met"]`), which is its JSON form (`to_dict()`), so code written against the
+    dict it used to be keeps working."""
+
+    backend: dict[str, Any]  # mode ("provider" or "emulation"), provider, why
+    providers_used: list[str]
+    criteria: dict[str, Any]  # as the user gave them
+    emulation_margin: float | None  # under emulation: the fraction of each tolerance a candidate may use
+    criteria_applied: dict[str, Any]  # after the margin
+    tolerance_used: dict[str, Any]  # share of each tolerance the result uses, validation data (1.0: at the limit)
+    holdout_tolerance_used: dict[str, Any]
+    criteria_met: bool
+    holdout_met: bool | None  # None: no held-out feeds
+    validation_samples: int
+    holdout_samples: int
+    candidates_tried: int
+    sessions_created: int
+    seconds: float
+    validation_errors: dict[str, Any]
+    holdout_errors: dict[str, Any]
+    failures: list[str]
+    cost: dict[str, Any] | None  # float16 share by nodes and by estimated FLOPs, Casts (node_cost.py)
+    sentinels: list[dict[str, Any]]  # tensors beyond float16's range whose values only mask (sentinels.py)
+    history: list[dict[str, Any]]  # every candidate validated, in order: stage, counts, passed, failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _SEARCH_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_SEARCH_KEYS)
+
+    def __len__(self) -> int:
+        return len(_SEARCH_KEYS)
+
+
+_SEARCH_KEYS = tuple(f.name for f in fields(SearchReport))
 
 
 @dataclass
@@ -21,7 +69,7 @@ class ConversionReport:
     warnings: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-    search: dict[str, Any] | None = None  # set by auto_mixed_precision: backend, candidates, sessions, errors
+    search: SearchReport | None = None  # set by auto_mixed_precision: backend, candidates, sessions, errors
     calibration: dict[str, Any] | None = None  # set by calibrated Float16: samples, tensors measured, margin
     # Ops the target provider has no kernel for at all (cuda_kernels.cpu_fallback_risks): they leave the GPU.
     cpu_fallback_risks: list[dict[str, Any]] = field(default_factory=list)
@@ -65,7 +113,7 @@ class ConversionReport:
             "fp32_nodes": [d.to_dict() for d in self.fp32_nodes],
             "fp16_nodes_with_notes": [d.to_dict() for d in self.fp16_nodes if d.detail],
             "cpu_fallback_risks": self.cpu_fallback_risks,
-            **({"search": self.search} if self.search is not None else {}),
+            **({"search": self.search.to_dict()} if self.search is not None else {}),
             **({"calibration": self.calibration} if self.calibration is not None else {}),
         }
 
@@ -89,9 +137,9 @@ class ConversionReport:
         if self.search is not None:
             s = self.search
             lines.append(
-                f"  search: {s['candidates_tried']} candidates, {s['sessions_created']} sessions, "
-                f"{s['seconds']:.1f} s, validated by {s['backend']['mode']} ({s['backend']['provider']}); "
-                f"criteria met: validation {s['criteria_met']}, held-out {s.get('holdout_met')}"
+                f"  search: {s.candidates_tried} candidates, {s.sessions_created} sessions, "
+                f"{s.seconds:.1f} s, validated by {s.backend['mode']} ({s.backend['provider']}); "
+                f"criteria met: validation {s.criteria_met}, held-out {s.holdout_met}"
             )
         if self.calibration is not None:
             c = self.calibration

@@ -117,3 +117,20 @@ def test_refine_tries_everything_but_the_critical_unit_first():
     assert refine[0]["passed"] and refine[0]["nodes_fp32_forced"] == 5
     assert {d.node for d in result.report.fp32_nodes} == {n for names in injected.values() for n in names}
     assert result.report.search["candidates_tried"] <= 11
+
+
+def test_search_report_is_a_dataclass_read_by_attribute_or_key():
+    import json
+
+    from olive_fp16_pass.report import SearchReport
+
+    result = fp16.auto_mixed_precision(activation_overflow_chain(), feeds((2, 16), n=8), progress=False)
+    search = result.report.search
+    assert isinstance(search, SearchReport)
+    assert search.criteria_met is search["criteria_met"] is True
+    assert search.history is search["history"] and search.candidates_tried == search["candidates_tried"]
+    assert set(search) == set(search.to_dict()) and dict(search) == search.to_dict()
+    assert json.loads(result.report.to_json())["search"]["candidates_tried"] == search.candidates_tried
+    with pytest.raises(KeyError):
+        search["no_such_key"]
+    assert "search: " in result.report.summary()

@@ -20,7 +20,7 @@ from tests.models import small_transformer
 from tests.schema_check import load_schema, schema_errors
 
 REPO = Path(__file__).resolve().parent.parent
-DENOISER = REPO / "olive_fp16_pass/models/denoiser.onnx"
+DENOISER = REPO / "olive_fp16_pass/showcase/models/denoiser.onnx"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 

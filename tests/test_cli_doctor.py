@@ -61,7 +61,7 @@ def test_workflow_guard_and_latency_bench_print_the_doctor_sentence():
     assert problem
     guard = run(
         "-c",
-        "from olive_fp16_pass.olive.workflow_guard import require_provider\n"
+        "from olive_fp16_pass.showcase.workflow_guard import require_provider\n"
         "require_provider('CUDAExecutionProvider', cpu_workflow='workflows/denoise_fp16_cpu.json')",
     )
     assert guard.returncode == 3 and problem in guard.stderr, guard.stderr

@@ -39,7 +39,7 @@ def _workflow_copy(tmp_path: Path, source: str = "workflows/denoise_fp16_cpu.jso
 def _tracked_models_state() -> str:
     """git's view of the shipped models folder: a workflow run must leave it as committed."""
     proc = subprocess.run(
-        ["git", "status", "--porcelain", "--ignored", "--", "olive_fp16_pass/models"],
+        ["git", "status", "--porcelain", "--ignored", "--", "olive_fp16_pass/showcase/models"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -124,7 +124,7 @@ def test_workflow_leaves_the_tracked_models_folder_alone(cpu_run):
     """No sidecar beside the shipped reference model, and no committed file with a machine's absolute path."""
     _, _, (before, after) = cpu_run
     assert after == before
-    assert not list((REPO / "olive_fp16_pass/models").glob("*.eval.*"))
+    assert not list((REPO / "olive_fp16_pass/showcase/models").glob("*.eval.*"))
 
 
 def test_picture_is_labelled_and_fp32_and_chosen_look_the_same(cpu_run):
@@ -153,7 +153,7 @@ def test_picture_is_labelled_and_fp32_and_chosen_look_the_same(cpu_run):
 
 def _overflowing_denoiser(path: Path) -> None:
     """The shipped denoiser followed by x*300*300/9e4: the identity in FP32, inf in FP16 activations."""
-    model = onnx.load(REPO / "olive_fp16_pass/models/denoiser.onnx")
+    model = onnx.load(REPO / "olive_fp16_pass/showcase/models/denoiser.onnx")
     graph = model.graph
     out = graph.output[0].name
     graph.node.extend(
@@ -239,3 +239,8 @@ def test_pytorch_workflow_cpu_variant(tmp_path):
     assert report_proc.returncode == 0, report_proc.stdout + report_proc.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["chosen"]["passes"][:2] == ["OnnxConversion (Olive)", "OnnxFloat16 (olive-fp16)"]
+    # the FP32 row ran in PyTorch, not on the target provider: said in the row and under the table
+    assert report["input_model_type"].lower() == "pytorchmodel"
+    row = next(line for line in report_proc.stdout.splitlines() if line.startswith("| FP32 input model"))
+    assert row.startswith("| FP32 input model (PyTorch) |") and row.endswith("| PyTorch (not onnxruntime) |")
+    assert "the ratios to it include the ONNX conversion" in report_proc.stdout

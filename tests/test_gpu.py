@@ -62,8 +62,8 @@ def test_emulation_flags_what_cuda_kernels_do(name, builder, shape):
 
 
 def test_fp16_and_amp_denoisers_on_gpu_match_fp32():
-    from olive_fp16_pass.image_quality import fidelity
-    from olive_fp16_pass.olive.denoise_eval import FP32_MODEL, eval_images
+    from olive_fp16_pass.showcase.denoise_eval import FP32_MODEL, eval_images
+    from olive_fp16_pass.showcase.image_quality import fidelity
 
     model = onnx.load(FP32_MODEL)
     _, noisy = eval_images(256, 25 / 255, 0)

@@ -244,3 +244,55 @@ def test_olive_run_float16_with_calibration_data_config(tmp_path):
     assert "reaches |102400| on calibration data" in kept["mm"]["detail"]
     assert report["calibration"]["samples"] == 3  # 6 samples in batches of 2: every batch measured
     assert "search" not in report
+
+
+def test_olive_float_to_float16_config_with_only_the_type_changed_runs_and_evaluates(tmp_path):
+    """README: a config of Olive's OnnxFloatToFloat16 only needs its "type" changed. Its options give the report
+    notes longer than 255 bytes, and Olive 0.13 stats every string of a model config as a path before it evaluates
+    the model (ENAMETOOLONG: "No output model produced", exit 0): the attached report cuts them, the file beside
+    the model keeps them whole. Run on the README's own-model template (workflows/my_model_fp16_cpu.json)."""
+    repo = Path(__file__).resolve().parent.parent
+    _model(tmp_path / "model.onnx")
+    feeds = tmp_path / "feeds"
+    subprocess.run(
+        [
+            sys.executable,
+            str(repo / "workflows/my_model_data.py"),
+            "--model",
+            str(tmp_path / "model.onnx"),
+            "--out",
+            str(feeds),
+            "--count",
+            "4",
+            "--shape",
+            "x:1x8",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    config = json.loads((repo / "workflows/my_model_fp16_cpu.json").read_text())
+    config["input_model"]["model_path"] = str(tmp_path / "model.onnx")
+    data = config["data_configs"][0]
+    data["user_script"] = str(repo / data["user_script"])
+    data["load_dataset_config"]["params"]["data_dir"] = str(feeds)
+    config["passes"] = {
+        "fp16": {
+            "type": "OnnxFloat16",
+            "min_positive_val": 1e-7,
+            "max_finite_val": 1e4,
+            "use_symbolic_shape_infer": True,
+        }
+    }
+    config.update(output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), evaluate_input_model=False)
+    (tmp_path / "workflow.json").write_text(json.dumps(config))
+    proc = run_olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "out" / "model.onnx").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "File name too long" not in proc.stdout + proc.stderr
+    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    notes = attributes["olive_fp16_report"]["notes"]
+    cut = next(note for note in notes if note.startswith("min_positive_val="))
+    assert len(cut.encode()) <= 255 and cut.endswith("(full text: model.fp16_report.json)")
+    whole = json.loads(next((tmp_path / "cache").rglob("*.fp16_report.json")).read_text())["notes"]
+    assert any(note.startswith("min_positive_val=") and "tiny biases and epsilons convert" in note for note in whole)

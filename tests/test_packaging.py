@@ -214,7 +214,7 @@ def test_readme_names_only_files_the_repository_holds():
     holds = _repository_files()
     top_level = {Path(f).parts[0] for f in holds}
     named = readme_paths(readme, top_level)
-    assert {"scripts/setup_env.sh", "docker/Dockerfile", "classify.py", "olive_fp16_pass/models"} <= named
+    assert {"scripts/setup_env.sh", "docker/Dockerfile", "classify.py", "olive_fp16_pass/showcase/models"} <= named
     basenames = {Path(f).name for f in holds}
     missing = []
     for path in sorted(named):
@@ -241,3 +241,40 @@ def test_license_is_the_one_pyproject_declares():
     assert project["license"] == {"text": "MIT"}
     text = (REPO / "LICENSE").read_text()
     assert text.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in text
+
+
+def test_readme_ci_job_installs_the_olive_extra_its_pipeline_needs():
+    """The README's GitHub Actions job runs examples/pipeline.py, which runs `olive run`: its install step must
+    bring Olive (the core extra alone does not), and since every `run:` step is a new shell, a venv made by
+    scripts/setup_env.sh must be used by path, not through an activation of an earlier step."""
+    readme = (REPO / "README.md").read_text()
+    job = re.search(r"^```yaml\n(.*?)^```", readme, re.MULTILINE | re.DOTALL).group(1)
+    steps = re.findall(r"- run: (.*)", job)
+    pipeline = next(k for k, step in enumerate(steps) if "examples/pipeline.py" in step)
+    installs = [k for k, step in enumerate(steps[:pipeline]) if "setup_env.sh olive," in step or ".[olive," in step]
+    assert installs, f"no step before the pipeline installs the olive extra: {steps[:pipeline]}"
+    if "setup_env.sh" in steps[installs[-1]]:
+        assert steps[pipeline].startswith(".venv/bin/python "), steps[pipeline]
+
+
+def test_package_config_without_olive_is_a_clear_error(tmp_path):
+    """`olive-fp16 package-config` in a core install (`.[cpu]`): exit 2 naming the missing extra, no traceback;
+    and an unwritable -o is exit 2 naming it."""
+    target = tmp_path / "pc.json"
+    code = WITHOUT_OLIVE.split("import numpy as np")[0] + (
+        f"from olive_fp16_pass.cli import main\nsys.exit(main(['package-config', '-o', {str(target)!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Olive is not installed" in proc.stderr and ".[olive,cpu]" in proc.stderr
+    assert "Traceback" not in proc.stderr and not target.exists()
+    pytest.importorskip("olive")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "olive_fp16_pass.cli", "package-config", "-o", str(blocked / "pc.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "package-config -o" in proc.stderr and "Traceback" not in proc.stderr

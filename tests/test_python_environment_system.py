@@ -38,9 +38,7 @@ def _second_venv(root: Path, *, with_hook: bool) -> Path:
     ).stdout.strip()
     (Path(purelib) / "shared_site_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     if with_hook:  # what `pip install olive-fp16` adds beside the package
-        shutil.copy(
-            REPO / "olive_fp16_pass/_olive_autoregister.pth", Path(purelib) / "olive_fp16_pass_autoregister.pth"
-        )
+        shutil.copy(REPO / "olive_fp16_pass/olive/autoregister.pth", Path(purelib) / "olive_fp16_pass_autoregister.pth")
     return root / "bin"
 
 

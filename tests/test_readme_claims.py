@@ -93,3 +93,42 @@ def test_auto_opt_and_optimize_choose_olives_passes_not_ours():
     for source in (auto_opt, optimize):
         assert "OnnxFloat16" not in source.replace("OnnxFloatToFloat16", "")
         assert "OnnxAutoMixedPrecision" not in source and "olive_fp16" not in source
+
+
+def test_feeds_written_by_my_model_data_are_read_by_the_command_line(tmp_path):
+    """README (Your own model): `workflows/my_model_data.py` writes `feeds/`, one sample per file without the batch
+    dimension (Olive's dataloader adds it); the README's `compare --data feeds/` and `convert --calibration-data
+    feeds/` read that same folder (a batch axis of 1 added), and `--localize` lists the largest increases with the
+    increase first, in the order it sorts them."""
+    model = _two_convs(tmp_path / "m.onnx")
+    feeds = tmp_path / "feeds"
+    written = subprocess.run(
+        [sys.executable, "workflows/my_model_data.py", "--model", model, "--out", feeds, "--count", "4"],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert written.returncode == 0, written.stderr
+    with np.load(feeds / "0000.npz") as sample:
+        assert sample["x"].shape == (3, 8, 8)  # no batch dimension: what Olive's npz_feeds dataset yields
+    calibrated = cli("convert", model, "-o", tmp_path / "fp16.onnx", "--calibration-data", feeds)
+    assert calibrated.returncode == 0, calibrated.stderr
+    compared = cli("compare", model, tmp_path / "fp16.onnx", "--data", feeds, "--localize")
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "4 feeds" in compared.stdout
+    lines = compared.stdout.split("largest increases over the inputs:\n")[1].splitlines()
+    increases = [float(line.split("': ")[1].split()[0]) for line in lines if line.startswith("  #")]
+    assert increases and increases == sorted(increases, reverse=True)
+
+
+@pytest.mark.parametrize("spelling", ["none", "None"])
+def test_cli_provider_none_is_no_provider_rule(tmp_path, spelling):
+    """`convert --help`: "None: no provider-specific rule"; on the command line that is `--provider none`, and the
+    report says null, not a provider named "None"."""
+    model = _two_convs(tmp_path / "m.onnx")
+    report = tmp_path / "r.json"
+    proc = cli("convert", model, "-o", tmp_path / "o.onnx", "--provider", spelling, "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["options"]["provider"] is None

@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("skimage")  # the showcase's evaluator needs the `olive` extra
 
-from olive_fp16_pass.image_quality import comparison_picture, panel_labels
-from olive_fp16_pass.olive.denoise_eval import cap_psnr, latency_figures
-from olive_fp16_pass.olive.run_report import compare_latency, resolve_goals, speed_words
+from olive_fp16_pass.showcase.denoise_eval import cap_psnr, latency_figures
+from olive_fp16_pass.showcase.image_quality import comparison_picture, panel_labels
+from olive_fp16_pass.showcase.run_report import compare_latency, resolve_goals, speed_words
 
 SPEED = (
     {"key": "d-latency_ms", "short": "latency_ms", "priority": 1, "kind": "custom"},

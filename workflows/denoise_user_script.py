@@ -4,5 +4,5 @@ Olive imports it while validating the workflow (it is named by the data config a
 also registers the validation dataset `denoise_validation_feeds`.
 """
 
-from olive_fp16_pass.olive.denoise_data import denoise_validation_feeds  # noqa: F401  (registers the dataset)
-from olive_fp16_pass.olive.denoise_eval import evaluate_denoiser  # noqa: F401  (the evaluator's evaluate_func)
+from olive_fp16_pass.showcase.denoise_data import denoise_validation_feeds  # noqa: F401  (registers the dataset)
+from olive_fp16_pass.showcase.denoise_eval import evaluate_denoiser  # noqa: F401  (the evaluator's evaluate_func)

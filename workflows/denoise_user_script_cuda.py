@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from olive_fp16_pass.olive.workflow_guard import require_provider
+from olive_fp16_pass.showcase.workflow_guard import require_provider
 
 require_provider(
     "CUDAExecutionProvider", cpu_workflow="workflows/denoise_fp16_cpu.json", picker_script="scripts/run_denoise.sh"

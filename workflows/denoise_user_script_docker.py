@@ -9,10 +9,10 @@ be used, e.g. a container started without GPU access.
 
 import os
 
-from olive_fp16_pass.olive.denoise_data import denoise_validation_feeds  # noqa: F401  (registers the dataset)
-from olive_fp16_pass.olive.denoise_eval import evaluate_denoiser  # noqa: F401  (the evaluator's evaluate_func)
+from olive_fp16_pass.showcase.denoise_data import denoise_validation_feeds  # noqa: F401  (registers the dataset)
+from olive_fp16_pass.showcase.denoise_eval import evaluate_denoiser  # noqa: F401  (the evaluator's evaluate_func)
 
 if os.environ.get("OLIVE_FP16_IN_IMAGE") == "1":
-    from olive_fp16_pass.olive.workflow_guard import require_provider
+    from olive_fp16_pass.showcase.workflow_guard import require_provider
 
     require_provider("CUDAExecutionProvider", cpu_workflow="workflows/denoise_fp16_cpu.json")

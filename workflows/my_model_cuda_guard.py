@@ -5,6 +5,6 @@ and names the CPU twin, instead of Olive's raw traceback (CPU build of onnxrunti
 Keep this data config when you edit the template; it loads no data.
 """
 
-from olive_fp16_pass.olive.workflow_guard import require_provider
+from olive_fp16_pass.showcase.workflow_guard import require_provider
 
 require_provider("CUDAExecutionProvider", cpu_workflow="workflows/my_model_fp16_cpu.json")

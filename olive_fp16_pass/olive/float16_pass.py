@@ -47,6 +47,26 @@ def write_report(report_dict: dict, model_path: str | Path) -> Path:
     return target
 
 
+# Olive 0.13 takes every string of a model config for a possible path (`find_all_resources` stats each one when it
+# prepares a model for evaluation): a string over NAME_MAX (255 bytes) raises ENAMETOOLONG there and the run
+# ends with "No output model produced" (and exit 0). Longer strings of the attached report are cut below this;
+# the full text stays in the report file beside the model.
+OLIVE_STRING_LIMIT = 240
+
+
+def olive_safe(value, report_file: str):
+    """`value` with every string longer than OLIVE_STRING_LIMIT bytes cut, saying where the full text is."""
+    if isinstance(value, dict):
+        return {k: olive_safe(v, report_file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [olive_safe(v, report_file) for v in value]
+    if isinstance(value, str) and len(value.encode()) > OLIVE_STRING_LIMIT:
+        tail = f" [...] (full text: {report_file})"
+        head = value.encode()[: max(0, OLIVE_STRING_LIMIT - len(tail.encode()))].decode(errors="ignore")
+        return head + tail
+    return value
+
+
 def to_olive_model(result, input_model: ONNXModelHandler, output_model_path: str, config) -> ONNXModelHandler:
     """Save a conversion result like Olive's own passes do, carrying the input's attributes and our report.
 
@@ -71,8 +91,9 @@ def to_olive_model(result, input_model: ONNXModelHandler, output_model_path: str
         detach_from_input(result.ir_model, keep_external=external)  # else it points at the input's data file
         output = ir_model_to_olive_model(result.ir_model, output_model_path, config)
     report_dict = result.report.to_dict()
-    write_report(report_dict, output.model_path)
-    output.model_attributes = {**(input_model.model_attributes or {}), "olive_fp16_report": report_dict}
+    report_file = write_report(report_dict, output.model_path)
+    attached = olive_safe(report_dict, report_file.name)
+    output.model_attributes = {**(input_model.model_attributes or {}), "olive_fp16_report": attached}
     return output
 
 

@@ -3,11 +3,11 @@
 Olive 0.13 resolves a pass `type` only through its package config (`olive/olive_config.json`); there are no
 entry points, and `--package-config FILE` replaces that config instead of extending it. Two routes:
 
-1. Automatic (default): the installed `olive_fp16_pass_autoregister.pth` file imports `olive_fp16_pass._olive_hook`
-   at interpreter start; the hook waits until `olive.package_config` is imported and then calls
-   `patch_package_config`, which makes every `OlivePackageConfig` fall back to our entries for pass types it
-   does not know. Olive's built-in passes are untouched, so a workflow can mix them with ours freely.
-   Set OLIVE_FP16_NO_AUTOREGISTER=1 to turn it off.
+1. Automatic (default): the installed `olive_fp16_pass_autoregister.pth` file imports
+   `olive_fp16_pass.olive.import_hook` at interpreter start; the hook waits until `olive.package_config` is
+   imported and then calls `patch_package_config`, which makes every `OlivePackageConfig` fall back to our
+   entries for pass types it does not know. Olive's built-in passes are untouched, so a workflow can mix them
+   with ours freely. Set OLIVE_FP16_NO_AUTOREGISTER=1 to turn it off.
 2. Official: `olive-fp16 package-config -o FILE` writes Olive's own package config plus our entries, for
    `olive run --package-config FILE`.
 """
@@ -114,6 +114,7 @@ def merged_package_config() -> dict[str, Any]:
 
 
 def write_package_config(path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(merged_package_config(), indent=2) + "\n")
-    return path
+    """Written atomically; an unwritable target is one Float16Error naming it (`olive-fp16 package-config -o`)."""
+    from olive_fp16_pass.model_io import write_text
+
+    return write_text(path, json.dumps(merged_package_config(), indent=2) + "\n", "package-config -o")

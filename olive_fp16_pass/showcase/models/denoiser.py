@@ -27,7 +27,7 @@ SIZE_MULTIPLE = 16
 #: Default channel widths of the four encoder levels and the bottleneck.
 DEFAULT_CHANNELS: tuple[int, ...] = (16, 32, 64, 128)
 
-#: Weights trained by ``python -m olive_fp16_pass.models.train_denoiser`` and shipped next to this file.
+#: Weights trained by ``python -m olive_fp16_pass.showcase.models.train_denoiser`` and shipped next to this file.
 DEFAULT_WEIGHTS = Path(__file__).with_name("denoiser.pt")
 #: The same network exported to ONNX (FP32, opset 17, IR version 10).
 DEFAULT_ONNX = Path(__file__).with_name("denoiser.onnx")

@@ -302,6 +302,8 @@ def build_report(output_dir: Path) -> dict[str, Any]:
         "target_providers": target_providers,
         "chosen": chosen,
         "input_model_metrics": input_metrics,
+        # PyTorchModel: the FP32 row was measured in PyTorch (our evaluator's TorchRunner), not in onnxruntime
+        "input_model_type": (olive_config.get("input_model") or {}).get("type"),
         "columns": columns,
         "goals": goals,
         "candidates": candidates,
@@ -385,6 +387,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
     columns = report["columns"]
     has_goals = bool(report["goals"])
     speed = _speed(columns)
+    pytorch_input = str(report.get("input_model_type")).lower() == "pytorchmodel"  # Olive lowercases it
     head = ["candidate", *(["goals met"] if has_goals else []), "chosen", *[c["label"] for c in columns]]
     if speed[0]:
         head.append(f"{speed[0]['label']} vs FP32 input")
@@ -393,10 +396,13 @@ def summary_markdown(report: dict[str, Any]) -> str:
     lines.append("|" + "---|" * len(head))
     if report["input_model_metrics"]:
         m = report["input_model_metrics"]
-        row = ["FP32 input model", *(["-"] if has_goals else []), "-", *[_fmt(m.get(c["short"])) for c in columns]]
+        label = "FP32 input model (PyTorch)" if pytorch_input else "FP32 input model"
+        row = [label, *(["-"] if has_goals else []), "-", *[_fmt(m.get(c["short"])) for c in columns]]
         if speed[0]:
             row.append("x1 (baseline)")
-        row.append(", ".join(report.get("target_providers") or []) or "-")
+        row.append(
+            "PyTorch (not onnxruntime)" if pytorch_input else ", ".join(report.get("target_providers") or []) or "-"
+        )
         lines.append("| " + " | ".join(row) + " |")
     chosen_id = report["chosen"]["id"] if report["chosen"] else None
     for c in report["candidates"]:
@@ -409,6 +415,12 @@ def summary_markdown(report: dict[str, Any]) -> str:
         row.append(", ".join(c["providers_used"] or ["?"]))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    if pytorch_input and report["input_model_metrics"]:
+        lines.append(
+            "The FP32 input is the PyTorch model, measured in PyTorch: the ratios to it include the ONNX conversion "
+            "(onnxruntime vs PyTorch), not only the precision."
+        )
+        lines.append("")
     if has_goals:
         lines.append("Goals (from the workflow; thresholds as Olive applied them):")
         lines.extend(
@@ -447,7 +459,7 @@ def write_picture(report: dict[str, Any], output_dir: Path) -> Path | None:
         return None
     from PIL.PngImagePlugin import PngInfo
 
-    from olive_fp16_pass.image_quality import comparison_picture
+    from olive_fp16_pass.showcase.image_quality import comparison_picture
 
     with np.load(chosen["eval_outputs"]) as arrays:
         noisy, reference, output = arrays["noisy"], arrays["reference"], arrays["output"]

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from olive_fp16_pass.image_quality import fidelity, task_quality
 from olive_fp16_pass.runtime import ProviderFallbackError
+from olive_fp16_pass.showcase.image_quality import fidelity, task_quality
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
 FP32_MODEL = MODELS_DIR / "denoiser.onnx"
 _reference_cache: dict[tuple, list[np.ndarray]] = {}
 
@@ -47,7 +47,7 @@ def _provider(execution_providers: Any) -> str:
 
 
 def eval_images(size: int, sigma: float, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from olive_fp16_pass.models.sample_images import add_noise, load_eval_images
+    from olive_fp16_pass.showcase.models.sample_images import add_noise, load_eval_images
 
     clean = load_eval_images(size=size)
     return clean, [add_noise(img, sigma=sigma, seed=seed + i) for i, img in enumerate(clean)]
@@ -255,7 +255,10 @@ def evaluate_denoiser(
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
         # Which interpreter evaluated (a PythonEnvironment target runs this in its own), and whether the
         # olive-fp16 import hook was active there: the evaluator must not need it.
-        "python": {"executable": sys.executable, "import_hook_active": "olive_fp16_pass._olive_hook" in sys.modules},
+        "python": {
+            "executable": sys.executable,
+            "import_hook_active": "olive_fp16_pass.olive.import_hook" in sys.modules,
+        },
         "versions": {"onnxruntime": ort.__version__, "numpy": np.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }

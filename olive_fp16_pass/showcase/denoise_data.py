@@ -10,7 +10,7 @@ class DenoiseFeeds:
     """Noisy crops of training photos: items ({"noisy": CHW float32}, clean CHW float32)."""
 
     def __init__(self, size: int, count: int, sigma: float, seed: int) -> None:
-        from olive_fp16_pass.models.sample_images import TRAIN_PHOTOS, add_noise, center_crop, load_photo
+        from olive_fp16_pass.showcase.models.sample_images import TRAIN_PHOTOS, add_noise, center_crop, load_photo
 
         rng = np.random.default_rng(seed)
         self.items = []
