@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import onnx
 import onnx_ir as ir
 
 
@@ -44,3 +45,16 @@ class GraphIndex:
                     self.graphs.append(sub)
                     self._walk(sub, f"{path}/{label}/{attr_name}")
             self.nodes.append((node, path))
+
+
+def proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """`graph` and every subgraph in it (If/Loop/Scan bodies, at any depth), on the protobuf side: for the few
+    readers that must not deserialize (types onnx-ir cannot hold, the compare tool's value_info)."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from proto_graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from proto_graphs(sub)

@@ -15,21 +15,12 @@ from collections.abc import Iterator
 import onnx
 import onnx_ir as ir
 
+from olive_fp16_pass.graph_walk import proto_graphs
+
 # Value.meta key holding the TypeProto onnx-ir could not represent.
 OPAQUE_TYPE = "olive_fp16_pass.opaque_type"
 
 __all__ = ["deserialize_model", "opaque_types", "restore_types", "serialize_model"]
-
-
-def _proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _proto_graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _proto_graphs(sub)
 
 
 def _value_infos(graph: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
@@ -50,7 +41,7 @@ def _has_map(type_proto: onnx.TypeProto) -> bool:
 def _opaque_names(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     return {
         info.name: info.type
-        for graph in _proto_graphs(proto.graph)
+        for graph in proto_graphs(proto.graph)
         for info in _value_infos(graph)
         if info.HasField("type") and _has_map(info.type)
     }
@@ -70,7 +61,7 @@ def deserialize_model(proto: onnx.ModelProto) -> ir.Model:
         return ir.serde.deserialize_model(proto)
     stripped = onnx.ModelProto()
     stripped.CopyFrom(proto)
-    for graph in _proto_graphs(stripped.graph):
+    for graph in proto_graphs(stripped.graph):
         for info in _value_infos(graph):
             if info.name in opaque:
                 info.ClearField("type")
@@ -91,7 +82,7 @@ def restore_types(proto: onnx.ModelProto, types: dict[str, bytes]) -> bool:
     changed = False
     if not types:
         return changed
-    for graph in _proto_graphs(proto.graph):
+    for graph in proto_graphs(proto.graph):
         for info in _value_infos(graph):
             if info.name in types and info.type.WhichOneof("value") is None:
                 info.type.ParseFromString(types[info.name])

@@ -14,7 +14,6 @@ mixed-precision search.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +21,7 @@ import onnx
 
 from olive_fp16_pass.compare import Criteria, output_error
 from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.graph_walk import proto_graphs
 from olive_fp16_pass.runtime import SessionFactory, ValidationBackend, choose_backend, run_session
 
 F16 = onnx.TensorProto.FLOAT16
@@ -49,19 +49,9 @@ def load_graph(path: str) -> onnx.ModelProto:
         raise Float16Error(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from exc
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            for sub in attr.graphs:
-                yield from _graphs(sub)
-
-
 def holds_float16(proto: onnx.ModelProto) -> bool:
     """Whether any tensor of the model is float16 (initializer, input/output, value info, Cast or Constant)."""
-    for graph in _graphs(proto.graph):
+    for graph in proto_graphs(proto.graph):
         if any(t.data_type == F16 for t in graph.initializer):
             return True
         for value in [*graph.input, *graph.output, *graph.value_info]:
