@@ -693,11 +693,7 @@ MODELS: dict[str, rm.ModelSpec] = {
 def child(name: str, workdir: Path, result_path: Path, tools: list[str]) -> int:
     spec = MODELS[name]
     record: dict[str, Any] = {"model": name, "exporter": spec.family, "description": spec.description, "tools": {}}
-
-    def flush() -> None:
-        tmp = result_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, default=rm._json_default, indent=1))
-        tmp.replace(result_path)
+    flush = rm.record_writer(record, result_path)
 
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "model.onnx"
@@ -718,45 +714,14 @@ def child(name: str, workdir: Path, result_path: Path, tools: list[str]) -> int:
         record["ir_version"] = original.ir_version
         record["opsets"] = {o.domain or "ai.onnx": o.version for o in original.opset_import}
         record["loops_ifs_scans"] = sum(count_op(original, op) for op in ("Loop", "If", "Scan"))
-        record["ops"] = sorted({n.op_type for n in original.graph.node})
-        try:
-            onnx.checker.check_model(original, full_check=True)
-            full_check = True
-        except Exception as exc:
-            record["fp32_full_check_error"] = rm._error(exc)
-            full_check = False
-        feeds = [built.make_feed(seed) for seed in range(N_FEEDS)]
-        fp32 = rm._session(original, optimize=True)
-        names = [o.name for o in fp32.get_outputs()]
-        reference = [rm._run(fp32, feed) for feed in feeds]
-        signal = rm.signal_of(reference, names)
-        record["signal"] = signal
-        record["degenerate_outputs"] = [n for n, s in signal.items() if not s["signal"]]
+        reference = rm.Reference.of(original, [built.make_feed(seed) for seed in range(N_FEEDS)], record)
     except Exception as exc:
         record["fp32_error"] = rm._error(exc)
         record["fp32_traceback"] = traceback.format_exc()[-3000:]
         flush()
         return 0
     flush()
-    criteria = rm.amp_criteria(names, signal, spec.judged_outputs)
-    steps = [(tool, keep) for tool in tools if tool != "amp" for keep in rm.KEEP_IO]
-    if "amp" in tools:
-        steps.append(("amp", True))
-    for tool, keep in steps:
-        result: dict[str, Any] = {"errors": {}}
-        record["tools"][f"{tool}/keep_io={keep}"] = result
-        try:
-            converted = rm.convert(tool, keep, path, original, workdir / f"{tool}_{keep}.onnx", result, feeds, criteria)
-        except Exception as exc:
-            result["errors"]["convert"] = rm._error(exc)
-            result["convert_traceback"] = traceback.format_exc()[-2000:]
-            flush()
-            continue
-        result["converted"] = True
-        rm.judge(converted, original, full_check, feeds, reference, names, signal, spec, result)
-        flush()
-    record["done"] = True
-    flush()
+    rm.run_tools(tools, path, original, reference, spec, workdir, record, flush)
     return 0
 
 
@@ -814,14 +779,7 @@ def save(records: list[dict[str, Any]], tools: list[str], args: argparse.Namespa
     header, rows = rm.table(records, tools)
     header[1] = "producer"
     descriptions = {r["model"]: r.get("description", "") for r in records}
-    summary = [
-        "| tool | rows | converted | valid | loads (ORT_ENABLE_ALL) | runs | accurate |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for key, t in payload["totals"].items():
-        summary.append(
-            f"| {key} | {t['rows']} | {t['converted']} | {t['valid']} | {t['loads']} | {t['runs']} | {t['accurate']} |"
-        )
+    summary = rm.totals_lines(payload["totals"])
     md = [
         f"# Models from other converters through FP16 converters ({DATE})",
         "",

@@ -847,11 +847,7 @@ def child(spec_name: str, exporter: str, workdir: Path, result_path: Path, tools
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     spec = MODELS.get(spec_name) or CI_MODELS[spec_name][0]
     record: dict[str, Any] = {"model": spec.name, "exporter": exporter, "description": spec.description, "tools": {}}
-
-    def flush() -> None:
-        tmp = result_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, default=_json_default, indent=1))
-        tmp.replace(result_path)
+    flush = record_writer(record, result_path)
 
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "model.onnx"
@@ -871,6 +867,43 @@ def child(spec_name: str, exporter: str, workdir: Path, result_path: Path, tools
             any(t.data_location == onnx.TensorProto.EXTERNAL for t in original.graph.initializer)
             or (workdir / "model.onnx.data").exists()
         )
+        reference = Reference.of(original, feeds_for(exportable, original), record)
+        record["fp32_vs_torch"] = _torch_check(exportable, reference.outputs[0])
+    except Exception as exc:
+        record["fp32_error"] = _error(exc)
+        record["fp32_traceback"] = traceback.format_exc()[-3000:]
+        flush()
+        return 0
+    flush()
+    run_tools(tools, path, original, reference, spec, workdir, record, flush)
+    return 0
+
+
+def record_writer(record: dict[str, Any], result_path: Path) -> Callable[[], None]:
+    """A function that rewrites `record` to `result_path` atomically: a child's results survive its timeout."""
+
+    def flush() -> None:
+        tmp = result_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, default=_json_default, indent=1))
+        tmp.replace(result_path)
+
+    return flush
+
+
+@dataclass
+class Reference:
+    """The float32 model's runs every tool is judged against, and whether it passes onnx's full check."""
+
+    feeds: list[dict[str, Any]]
+    names: list[str]
+    outputs: list[list[np.ndarray]]
+    signal: dict[str, Any]
+    full_check: bool
+
+    @classmethod
+    def of(cls, original: onnx.ModelProto, feeds: list[dict[str, Any]], record: dict[str, Any]) -> Reference:
+        """Runs `original` (all optimizations) on `feeds`; the op list, the full check's verdict and the outputs'
+        signal go into `record`."""
         record["ops"] = sorted({n.op_type for n in original.graph.node})
         try:
             onnx.checker.check_model(original, full_check=True)
@@ -878,42 +911,57 @@ def child(spec_name: str, exporter: str, workdir: Path, result_path: Path, tools
         except Exception as exc:
             record["fp32_full_check_error"] = _error(exc)
             full_check = False
-        feeds = feeds_for(exportable, original)
         fp32 = _session(original, optimize=True)
         names = [o.name for o in fp32.get_outputs()]
-        reference = [_run(fp32, feed) for feed in feeds]
-        signal = signal_of(reference, names)
+        outputs = [_run(fp32, feed) for feed in feeds]
+        signal = signal_of(outputs, names)
         record["signal"] = signal
         record["degenerate_outputs"] = [n for n, s in signal.items() if not s["signal"]]
-        record["fp32_vs_torch"] = _torch_check(exportable, reference[0])
-    except Exception as exc:
-        record["fp32_error"] = _error(exc)
-        record["fp32_traceback"] = traceback.format_exc()[-3000:]
-        flush()
-        return 0
-    flush()
-    criteria = amp_criteria(names, signal, spec.judged_outputs)
+        return cls(feeds, names, outputs, signal, full_check)
+
+
+def run_tools(
+    tools: list[str],
+    path: Path,
+    original: onnx.ModelProto,
+    reference: Reference,
+    spec: Any,
+    workdir: Path,
+    record: dict[str, Any],
+    flush: Callable[[], None],
+) -> None:
+    """Every tool in both keep_io_types modes (AMP with keep_io_types only), each converted and judged against
+    `reference`; `record` is flushed after each."""
+    criteria = amp_criteria(reference.names, reference.signal, spec.judged_outputs)
     steps = [(tool, keep) for tool in tools if tool != "amp" for keep in KEEP_IO]
     if "amp" in tools:
         steps.append(("amp", True))
     for tool, keep in steps:
-        key = f"{tool}/keep_io={keep}"
         result: dict[str, Any] = {"errors": {}}
-        record["tools"][key] = result
+        record["tools"][f"{tool}/keep_io={keep}"] = result
         out = workdir / f"{tool}_{keep}.onnx"
         try:
-            converted = convert(tool, keep, path, original, out, result, feeds, criteria)
+            converted = convert(tool, keep, path, original, out, result, reference.feeds, criteria)
         except Exception as exc:
             result["errors"]["convert"] = _error(exc)
             result["convert_traceback"] = traceback.format_exc()[-2000:]
             flush()
             continue
         result["converted"] = True
-        judge(converted, original, full_check, feeds, reference, names, signal, spec, result)
+        judge(
+            converted,
+            original,
+            reference.full_check,
+            reference.feeds,
+            reference.outputs,
+            reference.names,
+            reference.signal,
+            spec,
+            result,
+        )
         flush()
     record["done"] = True
     flush()
-    return 0
 
 
 def _torch_check(exportable: Exportable, onnx_outputs: list[np.ndarray]) -> dict[str, Any]:
@@ -1051,6 +1099,19 @@ def versions() -> dict[str, str]:
     return found
 
 
+def totals_lines(totals_by_tool: dict[str, dict[str, int]]) -> list[str]:
+    """The Markdown "Totals" table: per tool and keep_io mode, how many rows converted, were valid, loaded..."""
+    lines = [
+        "| tool | rows | converted | valid | loads (ORT_ENABLE_ALL) | runs | accurate |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, t in totals_by_tool.items():
+        lines.append(
+            f"| {key} | {t['rows']} | {t['converted']} | {t['valid']} | {t['loads']} | {t['runs']} | {t['accurate']} |"
+        )
+    return lines
+
+
 def save(records: list[dict[str, Any]], tools: list[str], args: argparse.Namespace, started: float) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stem = f"real_models-{DATE}" + (f"-{args.tag}" if args.tag else "")
@@ -1069,14 +1130,7 @@ def save(records: list[dict[str, Any]], tools: list[str], args: argparse.Namespa
     }
     (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=_json_default))
     header, rows = table(records, tools)
-    summary = [
-        "| tool | rows | converted | valid | loads (ORT_ENABLE_ALL) | runs | accurate |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for key, t in payload["totals"].items():
-        summary.append(
-            f"| {key} | {t['rows']} | {t['converted']} | {t['valid']} | {t['loads']} | {t['runs']} | {t['accurate']} |"
-        )
+    summary = totals_lines(payload["totals"])
     md = [
         f"# Real models through FP16 converters ({DATE})",
         "",
