@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -190,3 +191,55 @@ def olive_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def run_olive(args: list[str], tmp_path: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = olive_env(env_extra)
     return subprocess.run([*OLIVE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: object, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`olive-fp16 ARGS` as a user runs it, in a fresh interpreter (this checkout's package first), from the
+    repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "olive_fp16_pass.cli", *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_workflow(tmp_path: Path, model_path: Path, passes: dict, data_configs: list[dict] | None = None) -> Path:
+    """The one-model workflow the Olive tests run: `model_path` through `passes`, into tmp_path/out (cache in
+    tmp_path/cache), written to tmp_path/workflow.json."""
+    config: dict = {"input_model": {"type": "ONNXModel", "model_path": str(model_path)}}
+    if data_configs:
+        config["data_configs"] = data_configs
+    config.update(
+        passes=passes, output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), log_severity_level=1
+    )
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def run_workflow(
+    tmp_path: Path, model_path: Path, passes: dict, data_configs: list[dict] | None = None
+) -> subprocess.CompletedProcess:
+    """`olive run` of `write_workflow`'s workflow, from tmp_path."""
+    return run_olive(["run", "--config", str(write_workflow(tmp_path, model_path, passes, data_configs))], tmp_path)
+
+
+def user_data_config(name: str, user_script: Path, dataset: str) -> dict:
+    """A data config whose dataset `dataset` is registered by `user_script`, in batches of two."""
+    return {
+        "name": name,
+        "user_script": str(user_script),
+        "load_dataset_config": {"type": dataset},
+        "dataloader_config": {"batch_size": 2},
+    }
+
+
+def output_attributes(tmp_path: Path) -> dict:
+    """The model attributes of the output model of a workflow written by `write_workflow` (our report in it)."""
+    return json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -22,9 +20,8 @@ from olive_fp16_pass.emulation import emulate_float16_storage
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.float16 import convert_float16
 from olive_fp16_pass.precision_plan import Origin, Rule
+from tests.helpers import run_cli
 from tests.models import matmul_activation_overflow
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _feed(value: float, batch: int = 1, rows: int = 2) -> dict[str, np.ndarray]:
@@ -201,26 +198,13 @@ def test_cli_convert_with_calibration_data(tmp_path):
     for k, (value, rows) in enumerate([(1.0, 2), (100.0, 5), (2.0, 3)]):  # shapes differ per file
         np.savez(feeds / f"{k:02d}.npz", x=_feed(value, 1, rows)["x"])
     report = tmp_path / "report.json"
-    command = [sys.executable, "-m", "olive_fp16_pass.cli", "convert", str(model), "-o", str(tmp_path / "o.onnx")]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [*command, "--calibration-data", str(feeds), "--provider", "CPUExecutionProvider", "--report", str(report)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    command = ["convert", model, "-o", tmp_path / "o.onnx"]
+    proc = run_cli(*command, "--calibration-data", feeds, "--provider", "CPUExecutionProvider", "--report", report)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "calibration: 3 feeds" in proc.stdout
     data = json.loads(report.read_text())
     assert {d["node"]: d["origin"] for d in data["fp32_nodes"]} == {"mm": "calibration", "scale": "calibration"}
     assert data["calibration"]["samples"] == 3
-    missing = subprocess.run(
-        [*command, "--calibration-data", str(tmp_path / "nowhere")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    missing = run_cli(*command, "--calibration-data", tmp_path / "nowhere")
     assert missing.returncode == 2 and "--calibration-data" in missing.stderr and "nowhere" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -5,9 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +13,15 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from olive_fp16_pass.feeds import load_feeds
+from tests.helpers import run_cli
 from tests.models import small_transformer
 from tests.schema_check import load_schema, schema_errors
 
 REPO = Path(__file__).resolve().parent.parent
 DENOISER = REPO / "olive_fp16_pass/showcase/models/denoiser.onnx"
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "olive_fp16_pass.cli", *map(str, args)],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = run_cli
 
 
 def images(n: int, size: int = 48, seed: int = 0) -> np.ndarray:

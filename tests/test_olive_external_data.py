@@ -7,15 +7,13 @@ pointed at a `model.onnx.data` that does not exist beside it (exit 0, an unloada
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from olive_fp16_pass.load_check import SaveCheck
-from tests.helpers import init, make_model, run, run_olive, vi
+from tests.helpers import init, make_model, output_attributes, run, run_workflow, vi
 
 
 def _model() -> onnx.ModelProto:
@@ -41,16 +39,8 @@ def test_olive_run_on_external_data_model_writes_a_loadable_output(tmp_path, sav
     stored = onnx.ModelProto()
     stored.CopyFrom(original)  # onnx.save with external data rewrites the proto it is given
     onnx.save(stored, source, save_as_external_data=True, location="model.onnx.data", size_threshold=0)
-    config = {
-        "input_model": {"type": "ONNXModel", "model_path": str(source)},
-        "passes": {"fp16": {"type": "OnnxFloat16", "save_as_external_data": save_as_external_data}},
-        "output_dir": str(tmp_path / "out"),
-        "cache_dir": str(tmp_path / "cache"),
-        "log_severity_level": 1,
-    }
-    (tmp_path / "workflow.json").write_text(json.dumps(config))
     # Run from another folder, and without the input folder: nothing may resolve through it.
-    proc = run_olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    proc = _run_workflow(tmp_path, source, {"save_as_external_data": save_as_external_data})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out" / "model.onnx"
     (source.parent / "model.onnx.data").rename(tmp_path / "moved.data")
@@ -62,7 +52,7 @@ def test_olive_run_on_external_data_model_writes_a_loadable_output(tmp_path, sav
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in header.graph.initializer) == (
         save_as_external_data
     )
-    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    attributes = output_attributes(tmp_path)
     # the output was load-checked on its own files as they were written (load_check.SaveCheck)
     assert SaveCheck.DONE in attributes["olive_fp16_report"]["notes"]
     converted = onnx.load(out)
@@ -76,15 +66,7 @@ def test_olive_run_on_external_data_model_writes_a_loadable_output(tmp_path, sav
 
 
 def _run_workflow(tmp_path, model_path, pass_config: dict):
-    config = {
-        "input_model": {"type": "ONNXModel", "model_path": str(model_path)},
-        "passes": {"fp16": {"type": "OnnxFloat16", **pass_config}},
-        "output_dir": str(tmp_path / "out"),
-        "cache_dir": str(tmp_path / "cache"),
-        "log_severity_level": 1,
-    }
-    (tmp_path / "workflow.json").write_text(json.dumps(config))
-    return run_olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    return run_workflow(tmp_path, model_path, {"fp16": {"type": "OnnxFloat16", **pass_config}})
 
 
 def test_olive_run_refuses_an_external_data_name_leaving_the_output_folder(tmp_path):
@@ -103,7 +85,7 @@ def test_olive_run_converts_an_unsorted_model_and_reports_the_repair(tmp_path):
     onnx.save(unsorted_model(), source)
     proc = _run_workflow(tmp_path, source, {})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    attributes = output_attributes(tmp_path)
     notes = attributes["olive_fp16_report"]["notes"]
     assert "repaired the input: sorted the nodes of graph 'g' topologically (2 nodes moved)" in notes
     onnx.checker.check_model(onnx.load(tmp_path / "out" / "model.onnx"), full_check=True)

@@ -12,7 +12,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.helpers import init, make_model, olive_env, run, run_olive, vi
+from tests.helpers import (
+    init,
+    make_model,
+    olive_env,
+    output_attributes,
+    run,
+    run_olive,
+    run_workflow,
+    user_data_config,
+    vi,
+    write_workflow,
+)
 
 
 def _model(path: Path) -> onnx.ModelProto:
@@ -32,20 +43,12 @@ def _model(path: Path) -> onnx.ModelProto:
 
 
 def _workflow(tmp_path: Path) -> Path:
-    config = {
-        "input_model": {"type": "ONNXModel", "model_path": str(tmp_path / "model.onnx")},
-        "passes": {
-            "fp16": {"type": "OnnxFloat16", "node_block_list": ["no_such_node"]},
-            # One of Olive's built-in passes after ours: float16 inputs/outputs back to float32.
-            "io": {"type": "OnnxIODataTypeConverter", "name_pattern": ".*"},
-        },
-        "output_dir": str(tmp_path / "out"),
-        "cache_dir": str(tmp_path / "cache"),
-        "log_severity_level": 1,
+    passes = {
+        "fp16": {"type": "OnnxFloat16", "node_block_list": ["no_such_node"]},
+        # One of Olive's built-in passes after ours: float16 inputs/outputs back to float32.
+        "io": {"type": "OnnxIODataTypeConverter", "name_pattern": ".*"},
     }
-    path = tmp_path / "workflow.json"
-    path.write_text(json.dumps(config))
-    return path
+    return write_workflow(tmp_path, tmp_path / "model.onnx", passes)
 
 
 def _check_output(tmp_path: Path, original: onnx.ModelProto) -> None:
@@ -56,7 +59,7 @@ def _check_output(tmp_path: Path, original: onnx.ModelProto) -> None:
     assert initializers == {"W": TensorProto.FLOAT16, "big": TensorProto.FLOAT}  # 1e-6: over 1% lost in fp16
     x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
     np.testing.assert_allclose(run(out, {"x": x})[0], run(original, {"x": x})[0], rtol=2e-2, atol=1e-6)
-    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    attributes = output_attributes(tmp_path)
     report = attributes["olive_fp16_report"]
     assert report["fp32_nodes"][0]["node"] == "mul_big"
     assert report["fp32_nodes"][0]["rule"] == "weight_underflow"
@@ -153,27 +156,16 @@ def test_olive_run_auto_mixed_precision_with_data_config(tmp_path):
     model = activation_overflow_chain()
     onnx.save(model, tmp_path / "model.onnx")
     (tmp_path / "user_data.py").write_text(USER_DATA)
-    config = {
-        "input_model": {"type": "ONNXModel", "model_path": str(tmp_path / "model.onnx")},
-        "data_configs": [
-            {
-                "name": "val",
-                "user_script": str(tmp_path / "user_data.py"),
-                "load_dataset_config": {"type": "amp_validation_samples"},
-                "dataloader_config": {"batch_size": 2},
-            }
-        ],
-        "passes": {"amp": {"type": "OnnxAutoMixedPrecision", "data_config": "val", "rtol": 0.01, "atol": 0.001}},
-        "output_dir": str(tmp_path / "out"),
-        "cache_dir": str(tmp_path / "cache"),
-        "log_severity_level": 1,
-    }
-    (tmp_path / "workflow.json").write_text(json.dumps(config))
-    proc = run_olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    proc = run_workflow(
+        tmp_path,
+        tmp_path / "model.onnx",
+        {"amp": {"type": "OnnxAutoMixedPrecision", "data_config": "val", "rtol": 0.01, "atol": 0.001}},
+        [user_data_config("val", tmp_path / "user_data.py", "amp_validation_samples")],
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = onnx.load(tmp_path / "out" / "model.onnx")
     onnx.checker.check_model(out, full_check=True)
-    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    attributes = output_attributes(tmp_path)
     report = attributes["olive_fp16_report"]
     assert {d["node"]: d["rule"] for d in report["fp32_nodes"]} == {
         "scale_up2": "activation_overflow",
@@ -216,27 +208,16 @@ def test_olive_run_float16_with_calibration_data_config(tmp_path):
     model = matmul_activation_overflow()
     onnx.save(model, tmp_path / "model.onnx")
     (tmp_path / "user_data.py").write_text(CALIBRATION_DATA)
-    config = {
-        "input_model": {"type": "ONNXModel", "model_path": str(tmp_path / "model.onnx")},
-        "data_configs": [
-            {
-                "name": "calib",
-                "user_script": str(tmp_path / "user_data.py"),
-                "load_dataset_config": {"type": "calibration_rows"},
-                "dataloader_config": {"batch_size": 2},
-            }
-        ],
-        "passes": {"fp16": {"type": "OnnxFloat16", "data_config": "calib", "overflow_margin": 2.0}},
-        "output_dir": str(tmp_path / "out"),
-        "cache_dir": str(tmp_path / "cache"),
-        "log_severity_level": 1,
-    }
-    (tmp_path / "workflow.json").write_text(json.dumps(config))
-    proc = run_olive(["run", "--config", str(tmp_path / "workflow.json")], tmp_path)
+    proc = run_workflow(
+        tmp_path,
+        tmp_path / "model.onnx",
+        {"fp16": {"type": "OnnxFloat16", "data_config": "calib", "overflow_margin": 2.0}},
+        [user_data_config("calib", tmp_path / "user_data.py", "calibration_rows")],
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = onnx.load(tmp_path / "out" / "model.onnx")
     onnx.checker.check_model(out, full_check=True)
-    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    attributes = output_attributes(tmp_path)
     report = attributes["olive_fp16_report"]
     kept = {d["node"]: d for d in report["fp32_nodes"]}
     assert set(kept) == {"mm", "scale"}
@@ -290,7 +271,7 @@ def test_olive_float_to_float16_config_with_only_the_type_changed_runs_and_evalu
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "out" / "model.onnx").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "File name too long" not in proc.stdout + proc.stderr
-    attributes = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]["model_attributes"]
+    attributes = output_attributes(tmp_path)
     notes = attributes["olive_fp16_report"]["notes"]
     cut = next(note for note in notes if note.startswith("min_positive_val="))
     assert len(cut.encode()) <= 255 and cut.endswith("(full text: model.fp16_report.json)")

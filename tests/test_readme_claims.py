@@ -15,22 +15,14 @@ import pytest
 from onnx import helper
 
 from olive_fp16_pass.runtime import provider_status
-from tests.helpers import init, make_model, vi
+from tests.helpers import init, make_model, run_cli, vi
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 CUDA_USABLE = provider_status("CUDAExecutionProvider")[0]
 
 
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "olive_fp16_pass.cli", *map(str, args)],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+cli = run_cli
 
 
 def _two_convs(path: Path) -> Path:

@@ -7,10 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +20,7 @@ import olive_fp16_pass as fp16
 from olive_fp16_pass.errors import Float16Error, OptionError
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import Rule
-from tests.helpers import init, make_model, vi
+from tests.helpers import init, make_model, run_cli, vi
 from tests.models import matmul_activation_overflow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,26 +130,13 @@ def test_olive_pass_takes_rules_as_import_paths(tmp_path):
 def test_cli_takes_rules_as_import_paths(tmp_path):
     model = tmp_path / "m.onnx"
     onnx.save(matmul_activation_overflow(), model)
-    command = [sys.executable, "-m", "olive_fp16_pass.cli", "convert", str(model), "-o", str(tmp_path / "o.onnx")]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = ["convert", model, "-o", tmp_path / "o.onnx"]
     report = tmp_path / "r.json"
-    proc = subprocess.run(
-        [*command, "--extra-rules", "tests.test_user_rules.keep_matmul", "--report", str(report)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    proc = run_cli(*command, "--extra-rules", "tests.test_user_rules.keep_matmul", "--report", report)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "float32 because keep_matmul: 1" in proc.stdout
     assert json.loads(report.read_text())["fp32_nodes"][0]["rule"] == "keep_matmul"
-    bad = subprocess.run(
-        [*command[:-1], str(tmp_path / "bad.onnx"), "--extra-rules", "tests.no_such_module:rule"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    bad = run_cli(*command[:-1], tmp_path / "bad.onnx", "--extra-rules", "tests.no_such_module:rule")
     assert bad.returncode == 2 and "cannot import 'tests.no_such_module'" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad.onnx").exists()
 
