@@ -45,7 +45,7 @@ from olive_fp16_pass import element_types
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Rule
-from olive_fp16_pass.sentinels import Sentinel, ValueStats, activation_sentinel
+from olive_fp16_pass.sentinels import SentinelLookup, ValueStats, sentinel_notes
 from olive_fp16_pass.weight_ranges import FP16_MAX, FP16_UNDERFLOW
 
 Feed = Mapping[str, np.ndarray]
@@ -105,6 +105,10 @@ class ActivationStats:
     def abs_max(self) -> dict[str, float]:
         return {name: stats.abs_max for name, stats in self.tensors.items()}
 
+    def beyond(self) -> dict[str, ValueStats]:
+        """The tensors that went beyond the limit, with the statistics the sentinel test reads."""
+        return {name: stats.beyond for name, stats in self.tensors.items() if stats.beyond is not None}
+
 
 def range_decisions(
     nodes: Iterable[tuple[str, Sequence[str], Sequence[str]]],
@@ -160,7 +164,7 @@ class Calibration:
     seconds: float = 0.0
     tensors_exposed: int = 0
     # tensors beyond the limit whose values only mask (sentinels.py): not an overflow
-    sentinels: dict[str, Sentinel] = field(default_factory=dict)
+    sentinels: SentinelLookup = field(default_factory=lambda: SentinelLookup({}, {}))
     # label -> report text, for the float16 nodes that read or write a sentinel tensor
     sentinel_notes: dict[str, str] = field(default_factory=dict)
 
@@ -174,7 +178,7 @@ class Calibration:
             "sessions_created": 1,
             "nodes_fp32": len(self.forced),
             "tensors_with_nan_inf": nonfinite,
-            "sentinels": [{"tensor": n, "value": s.value, "feeds": s.feeds} for n, s in self.sentinels.items()],
+            "sentinels": self.sentinels.records(),
             "seconds": round(self.seconds, 3),
         }
 
@@ -226,43 +230,20 @@ def calibrate(
     graph.outputs.clear()  # the graph as it was: a sentinel's uses must not include the outputs added to measure
     graph.outputs.extend(original_outputs)
     by_name = {v.name: v for v in [*graph.inputs, *exposed] if v.name}
-    sentinels: dict[str, Sentinel] = {}
-
-    def is_sentinel(name: str) -> bool:
-        tensor = stats.tensors.get(name)
-        if tensor is None or tensor.beyond is None or name not in by_name:
-            return False
-        if name not in sentinels:
-            sentinel = activation_sentinel(by_name[name], tensor.beyond)
-            if sentinel is None:
-                return False
-            sentinels[name] = sentinel
-        return True
-
+    sentinels = SentinelLookup(by_name, stats.beyond())
     edges = [
         (label, [v.name for v in node.inputs if v is not None], [v.name for v in node.outputs]) for label, node in nodes
     ]
     forced = range_decisions(
-        edges, stats.abs_max(), margin, data="calibration data", origin=Origin.CALIBRATION, is_sentinel=is_sentinel
+        edges,
+        stats.abs_max(),
+        margin,
+        data="calibration data",
+        origin=Origin.CALIBRATION,
+        is_sentinel=lambda name: sentinels(name) is not None,
     )
-    notes = sentinel_notes(edges, sentinels, "on calibration data")
-    calibration = Calibration(forced, stats, margin, time.perf_counter() - start, len(names), sentinels, notes)
-    return calibration
-
-
-def sentinel_notes(
-    nodes: Iterable[tuple[str, Sequence[str], Sequence[str]]], sentinels: Mapping[str, Sentinel], data: str
-) -> dict[str, str]:
-    """label -> report text for each node that reads or writes a sentinel tensor (the first one it touches):
-    the rule mask_sentinel says why such a node converts although its tensor leaves float16's range."""
-    notes: dict[str, str] = {}
-    for label, inputs, outputs in nodes:
-        for name in [*outputs, *inputs]:
-            sentinel = sentinels.get(name)
-            if sentinel is not None and label not in notes:
-                sign = math.copysign(1.0, sentinel.value)
-                notes[label] = sentinel.detail(f"tensor '{name}' {data}", f"{sign * FP16_MAX:g} or {sign * math.inf}")
-    return notes
+    notes = sentinel_notes(edges, sentinels.found, "on calibration data")
+    return Calibration(forced, stats, margin, time.perf_counter() - start, len(names), sentinels, notes)
 
 
 def measure(
@@ -317,5 +298,4 @@ __all__ = [
     "check_overflow_margin",
     "measure",
     "range_decisions",
-    "sentinel_notes",
 ]

@@ -36,7 +36,7 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import ir_serde
-from olive_fp16_pass.activation_stats import range_decisions, sentinel_notes
+from olive_fp16_pass.activation_stats import ActivationStats, range_decisions
 from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options, mark_sentinels
@@ -56,7 +56,7 @@ from olive_fp16_pass.runtime import (
     run_session,
     tensor_view,
 )
-from olive_fp16_pass.sentinels import Sentinel, ValueStats, activation_sentinel
+from olive_fp16_pass.sentinels import SentinelLookup, sentinel_notes
 from olive_fp16_pass.switchable import SwitchableEmulation, release_external
 from olive_fp16_pass.weight_ranges import FP16_MAX
 
@@ -206,8 +206,8 @@ class _Search:
         self.sessions = SessionFactory(backend, base_dir, self.big)
         self.output_names = [o.name for o in proto.graph.output]
         self.labels, self.float_names, self.values, self.bodies = _analyze(proto)
-        self.value_stats: dict[str, ValueStats] = {}  # tensors beyond the range limit: are they sentinels?
-        self.sentinels: dict[str, Sentinel] = {}  # tensor name -> its masking sentinel (not an overflow)
+        # which tensors beyond the range limit hold masking sentinels; measured by the reference run
+        self.sentinels = SentinelLookup(self.values, {})
         self.tried = 0
         self.history: list[dict] = []
         self.passing: list[Candidate] = []  # every candidate that met the criteria on the validation feeds
@@ -444,8 +444,7 @@ class _Search:
                 f"opset {opset}: {first}; the search needs onnxruntime sessions"
             ) from exc
         all_names = [o.name for o in session.get_outputs()]
-        limit = FP16_MAX / self.overflow_margin
-        abs_max: dict[str, float] = {}
+        stats = ActivationStats(limit=FP16_MAX / self.overflow_margin)
         reference = []
         self.reference_tensors: list[dict[str, np.ndarray]] = []
         for k, feed in enumerate(self.feeds):
@@ -457,16 +456,7 @@ class _Search:
                 self.shapes.update({n: np.shape(v) for n, v in feed.items()})
             if k < RANKING_SAMPLES:
                 self.reference_tensors.append({n: np.asarray(by_name[n]) for n in names})
-            for name in names:
-                array = np.asarray(by_name[name])
-                if array.size and np.issubdtype(array.dtype, np.floating):
-                    finite = array[np.isfinite(array)]
-                    peak = float(np.abs(finite).max()) if finite.size else 0.0
-                    if peak > limit or name in self.value_stats:
-                        # earlier samples, all within the limit, count as in-range values
-                        stats = self.value_stats.setdefault(name, ValueStats(in_range_max=abs_max.get(name, 0.0)))
-                        stats.update(finite, limit)
-                    abs_max[name] = max(abs_max.get(name, 0.0), peak)
+            stats.observe((name, by_name[name]) for name in names)
         holdout_reference = [
             [np.asarray(v) for v in run_session(session, feed, self.output_names)] for feed in self.holdout
         ]
@@ -481,14 +471,15 @@ class _Search:
                     f"data: the float32 model's output '{name}' is NaN/Inf everywhere on the validation data, so "
                     "no candidate's accuracy can be measured (check the data for NaN/Inf inputs)"
                 )
-        return reference, holdout_reference, abs_max
+        self.sentinels = SentinelLookup(self.values, stats.beyond())
+        return reference, holdout_reference, stats.abs_max()
 
     def range_rules(self, abs_max: dict[str, float], labels: list[str]) -> dict[str, ForcedDecision]:
         """The activation-range rule (activation_stats.range_decisions, shared with calibrated Float16); a tensor
         whose out-of-range values are masking sentinels (sentinels.py) is not an overflow."""
         nodes = ((label, node.input, node.output) for node, label in zip(self.proto.graph.node, labels, strict=True))
         return range_decisions(
-            nodes, abs_max, self.overflow_margin, is_sentinel=lambda name: self.sentinel_of(name) is not None
+            nodes, abs_max, self.overflow_margin, is_sentinel=lambda name: self.sentinels(name) is not None
         )
 
     def overrulable(self) -> dict[str, ForcedDecision]:
@@ -510,18 +501,6 @@ class _Search:
             if d.rule in OVERRULABLE and d.precision is Precision.FP32
         }
 
-    def sentinel_of(self, name: str) -> Sentinel | None:
-        """The masking sentinel a tensor beyond the limit holds (recorded for the report), or None: an overflow."""
-        stats = self.value_stats.get(name)
-        if stats is None or name not in self.values:
-            return None
-        if name not in self.sentinels:
-            sentinel = activation_sentinel(self.values[name], stats)
-            if sentinel is None:
-                return None
-            self.sentinels[name] = sentinel
-        return self.sentinels[name]
-
     def cost_summary(self, report) -> dict:
         """Float16 share of the result by nodes and by estimated FLOPs, and its Casts."""
         fp16 = {d.node for d in report.decisions if d.precision is Precision.FP16}
@@ -538,8 +517,8 @@ class _Search:
         """Float16 nodes that read or write a sentinel tensor say so in the report (rule mask_sentinel)."""
         graph_nodes = zip(self.proto.graph.node, self.labels, strict=True)
         edges = ((label, node.input, node.output) for node, label in graph_nodes)
-        mark_sentinels(report, sentinel_notes(edges, self.sentinels, "on validation data"))
-        return [{"tensor": n, "value": s.value, "feeds": s.feeds} for n, s in self.sentinels.items()]
+        mark_sentinels(report, sentinel_notes(edges, self.sentinels.found, "on validation data"))
+        return self.sentinels.records()
 
     def rank(self, forced, labels: list[str]) -> tuple[list[str], list[set[str]]]:
         """Main-graph float16 nodes, most error-adding first, from one emulated run with every tensor exposed.

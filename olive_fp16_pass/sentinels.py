@@ -23,6 +23,8 @@ what that needs.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,13 +165,56 @@ def activation_sentinel(value: ir.Value, stats: ValueStats) -> Sentinel | None:
     return Sentinel(stats.extreme, feeds) if feeds is not None else None
 
 
+class SentinelLookup:
+    """Which measured tensors beyond the limit hold masking sentinels: the search's reference run and
+    calibration ask the same question of the same statistics. The sentinels found are kept for the report."""
+
+    def __init__(self, values: Mapping[str, ir.Value], beyond: Mapping[str, ValueStats]) -> None:
+        self.values = values  # tensor name -> its value in the unmodified graph (its uses decide)
+        self.beyond = beyond  # tensor name -> its statistics, for tensors that went beyond the limit
+        self.found: dict[str, Sentinel] = {}
+
+    def __call__(self, name: str) -> Sentinel | None:
+        """The masking sentinel tensor `name` holds, or None: an overflow (or never beyond the limit)."""
+        stats = self.beyond.get(name)
+        if stats is None or name not in self.values:
+            return None
+        if name not in self.found:
+            sentinel = activation_sentinel(self.values[name], stats)
+            if sentinel is None:
+                return None
+            self.found[name] = sentinel
+        return self.found[name]
+
+    def records(self) -> list[dict]:
+        """The report's list: each sentinel tensor, its most extreme value, and the op where it ends."""
+        return [{"tensor": n, "value": s.value, "feeds": s.feeds} for n, s in self.found.items()]
+
+
+def sentinel_notes(
+    nodes: Iterable[tuple[str, Sequence[str], Sequence[str]]], sentinels: Mapping[str, Sentinel], data: str
+) -> dict[str, str]:
+    """label -> report text for each node that reads or writes a sentinel tensor (the first one it touches):
+    the rule mask_sentinel says why such a node converts although its tensor leaves float16's range."""
+    notes: dict[str, str] = {}
+    for label, inputs, outputs in nodes:
+        for name in [*outputs, *inputs]:
+            sentinel = sentinels.get(name)
+            if sentinel is not None and label not in notes:
+                sign = math.copysign(1.0, sentinel.value)
+                notes[label] = sentinel.detail(f"tensor '{name}' {data}", f"{sign * FP16_MAX:g} or {sign * math.inf}")
+    return notes
+
+
 __all__ = [
     "SENTINEL_GAP",
     "SENTINEL_MIN",
     "Sentinel",
+    "SentinelLookup",
     "ValueStats",
     "activation_sentinel",
     "constant_sentinel",
     "masking_use",
+    "sentinel_notes",
     "stats_of",
 ]
