@@ -19,6 +19,7 @@ import onnx_ir as ir
 
 from olive_fp16_pass import classify as classify_mod
 from olive_fp16_pass import cuda_kernels, element_types, ir_serde
+from olive_fp16_pass.activation_stats import calibrate, check_overflow_margin
 from olive_fp16_pass.convert import apply_emulation, write_ir
 from olive_fp16_pass.emit_proto import write_proto
 from olive_fp16_pass.errors import Float16Error
@@ -105,13 +106,6 @@ def _load(model: ModelLike) -> LoadedModel:
     return load(_checked_model(model))
 
 
-def check_overflow_margin(value: Any) -> float:
-    """The margin is checked even without calibration data: a typo must not wait for the day data comes."""
-    from olive_fp16_pass.activation_stats import check_overflow_margin as check
-
-    return check(value)
-
-
 def convert_float16(
     model: ModelLike,
     *,
@@ -163,10 +157,8 @@ def convert_float16(
         provider=provider,
     )
     if calibration_data is None:
-        check_overflow_margin(overflow_margin)
+        check_overflow_margin(overflow_margin)  # even without data: a typo must not wait for the day data comes
         return convert_with_options(model, options, load_check=load_check)
-    from olive_fp16_pass.activation_stats import calibrate
-
     calibration = calibrate(_checked_model(model), calibration_data, overflow_margin=overflow_margin)
     result = convert_with_options(model, options, forced=calibration.forced, load_check=load_check)
     report = result.report
