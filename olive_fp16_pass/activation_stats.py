@@ -42,7 +42,7 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import element_types
-from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.errors import Float16Error, first_line
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Rule
 from olive_fp16_pass.sentinels import SentinelLookup, ValueStats, sentinel_notes
@@ -272,7 +272,7 @@ def measure(
     except Float16Error:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise Float16Error(f"calibration: onnxruntime cannot load the float32 model: {first}") from exc
     stats = ActivationStats(limit=limit)
     wanted = list(names)

@@ -17,3 +17,10 @@ class ModelFileError(Float16Error):
 
 class OptionError(Float16Error):
     """An option has a bad value or contradicts another option."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (onnxruntime's run to many lines of C++ context), or its type
+    when it has none: what a one-line Float16Error quotes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

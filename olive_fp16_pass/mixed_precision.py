@@ -38,7 +38,7 @@ import onnx_ir as ir
 from olive_fp16_pass import ir_serde
 from olive_fp16_pass.activation_stats import ActivationStats, range_decisions
 from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
-from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.errors import Float16Error, first_line
 from olive_fp16_pass.float16 import ConversionResult, ModelLike, convert_with_options, mark_sentinels
 from olive_fp16_pass.fusion_units import fusion_units
 from olive_fp16_pass.graph_edit import expose_outputs as _expose  # shared with localize.py
@@ -438,7 +438,7 @@ class _Search:
             import onnxruntime as ort
 
             opset = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), None)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise Float16Error(
                 f"{self.source}: onnxruntime {ort.__version__} cannot load IR version {self.proto.ir_version} / "
                 f"opset {opset}: {first}; the search needs onnxruntime sessions"

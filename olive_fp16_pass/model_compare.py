@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from olive_fp16_pass.compare import Criteria, output_error
-from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.errors import Float16Error, first_line
 from olive_fp16_pass.graph_walk import proto_graphs
 from olive_fp16_pass.runtime import SessionFactory, ValidationBackend, choose_backend, run_session
 
@@ -110,7 +110,7 @@ def session_for(side: Side, sessions: SessionFactory, backend: ValidationBackend
     except Float16Error:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise Float16Error(f"{label}: onnxruntime cannot load it: {first[:400]}") from exc
 
 
@@ -193,7 +193,7 @@ def _run_all(ref_session, cand_session, feeds: list[dict[str, np.ndarray]], outp
             ref_runs.append([_as_float(v) for v in run_session(ref_session, feed, outputs)])
             cand_runs.append([_as_float(v) for v in run_session(cand_session, feed, outputs)])
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise Float16Error(f"feed {k}: a model failed to run on it: {first[:400]}") from exc
     return ref_runs, cand_runs
 

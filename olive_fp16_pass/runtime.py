@@ -21,7 +21,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from olive_fp16_pass import ir_serde
-from olive_fp16_pass.errors import Float16Error
+from olive_fp16_pass.errors import Float16Error, first_line
 
 CPU = "CPUExecutionProvider"
 EMULATION = "fp16-storage-emulation"
@@ -303,6 +303,6 @@ def onnxruntime_load_problem(ir_version: int, opset: int) -> str | None:
     try:
         ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         return f"onnxruntime {ort.__version__} cannot load IR version {ir_version} / opset {opset}: {first}"
     return None
