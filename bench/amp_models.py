@@ -34,7 +34,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DENOISER_PATH = REPO_ROOT / "olive_fp16_pass" / "models" / "denoiser.onnx"
+DENOISER_PATH = REPO_ROOT / "olive_fp16_pass" / "showcase" / "models" / "denoiser.onnx"
 OPSET = 17
 IR_VERSION = 10  # onnx 1.23 writes IR 14 by default; onnxruntime 1.2x-1.3x loads at most IR 13
 WIDTH = 32
