@@ -73,18 +73,18 @@ class ActivationStats:
     def update(self, name: str, value: Any) -> None:
         """Fold one array of tensor `name` in; empty and non-float arrays say nothing about float16 ranges."""
         array = np.asarray(value)
-        if not array.size or not np.issubdtype(array.dtype, np.floating):
+        if not array.size or array.dtype.kind != "f":
             return
-        magnitude = np.abs(array)
-        peak = float(magnitude.max())  # NaN or inf when the tensor holds any: then look at the finite part
+        # max and -min: two reductions and no |array| copy (the reference run folds every tensor of the model)
+        peak = max(float(array.max()), -float(array.min()))  # NaN or inf when the tensor holds any
         bad = 0
         finite = array
         if not math.isfinite(peak):
-            mask = np.isfinite(magnitude)
+            mask = np.isfinite(array)
             kept = int(np.count_nonzero(mask))
-            bad = magnitude.size - kept
-            peak = float(magnitude[mask].max()) if kept else 0.0
+            bad = array.size - kept
             finite = array[mask]
+            peak = float(np.abs(finite).max()) if kept else 0.0
         stats = self.tensors.get(name)
         if stats is None:
             stats = self.tensors[name] = TensorStats()
@@ -260,7 +260,7 @@ def measure(
     `proto` (the graph, weights not needed) checks each feed against the inputs before it runs, so a bad feed
     is a Float16Error naming it. Nothing of a run outlives the next feed.
     """
-    from olive_fp16_pass.mixed_precision import check_feeds
+    from olive_fp16_pass.feeds import check_feeds
     from olive_fp16_pass.model_io import estimate_size
     from olive_fp16_pass.runtime import BIG_MODEL_BYTES, CPU, SessionFactory, ValidationBackend, run_session
 

@@ -1,7 +1,7 @@
 """Float16-storage emulation of ANY float16/mixed model, for honest accuracy checks without a GPU.
 
-`convert.apply_emulation` builds the emulation of one of *our* candidates from the float32 model and the
-plan. This module does the same for a model that is already float16 (ours, Olive's `OnnxFloatToFloat16`,
+The mixed-precision search emulates its own candidates in one gated float32 model (switchable.py). This
+module emulates a model that is already float16 (ours, Olive's `OnnxFloatToFloat16`,
 onnxconverter-common's, a user's): every float16 tensor becomes float32, rounded to float16 where it is
 produced (a Cast to float16 and back), so overflow to inf and lost precision show as on a GPU, while the CPU
 execution provider would compute the float16 graph in float32 and hide them. Run the result with ORT graph

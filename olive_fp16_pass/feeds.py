@@ -24,7 +24,7 @@ import base64
 import io
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,41 @@ import onnx
 from olive_fp16_pass.errors import Float16Error
 
 Feed = dict[str, np.ndarray]
+
+
+def check_feeds(proto: onnx.ModelProto, feeds: list[Feed], what: str = "data") -> None:
+    """Names, ranks and element kinds of every feed against the model's inputs, with one clear error."""
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = {i.name: i for i in proto.graph.input if i.name not in initializers}
+    for k, feed in enumerate(feeds):
+        if not isinstance(feed, Mapping):
+            raise Float16Error(f"{what}[{k}]: expected a dict of input name -> array, got {type(feed).__name__}")
+        missing = sorted(set(inputs) - set(feed))
+        unknown = sorted(set(feed) - set(inputs))
+        if missing or unknown:
+            raise Float16Error(
+                f"{what}[{k}]: input names do not match the model (missing: {missing or '-'}; "
+                f"unknown: {unknown or '-'}; model inputs: {sorted(inputs)})"
+            )
+        for name, value in inputs.items():
+            if value.type.WhichOneof("value") != "tensor_type":  # a map or sequence input: onnxruntime checks it
+                continue
+            array = np.asarray(feed[name])
+            tensor_type = value.type.tensor_type
+            dims = tensor_type.shape.dim
+            if tensor_type.HasField("shape") and array.ndim != len(dims):
+                raise Float16Error(
+                    f"{what}[{k}]['{name}']: rank {array.ndim} (shape {array.shape}), the model expects rank "
+                    f"{len(dims)}"
+                )
+            for axis, dim in enumerate(dims):
+                if dim.HasField("dim_value") and array.shape[axis] != dim.dim_value:
+                    raise Float16Error(
+                        f"{what}[{k}]['{name}']: shape {array.shape}, the model expects {dim.dim_value} on axis {axis}"
+                    )
+            expected = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+            if np.issubdtype(expected, np.floating) != np.issubdtype(array.dtype, np.floating):
+                raise Float16Error(f"{what}[{k}]['{name}']: dtype {array.dtype}, the model expects {expected}")
 
 
 @dataclass
@@ -199,8 +234,6 @@ def load_feeds(
 ) -> FeedSet:
     """Feeds from `spec` (a .npz file, a folder of them, or a JSON file) or `random` feeds, checked against
     the model's inputs. Raises Float16Error naming the file at fault."""
-    from olive_fp16_pass.mixed_precision import check_feeds
-
     inputs = model_inputs(proto)
     if random is not None:
         if spec is not None:
@@ -221,7 +254,7 @@ def load_feeds(
     if not result.feeds:
         raise Float16Error(f"--data {result.origin}: no feeds found")
     for feed, source in zip(result.feeds, result.sources, strict=True):
-        _check_one(proto, feed, source, check_feeds)
+        _check_one(proto, feed, source)
     return result
 
 
@@ -253,14 +286,12 @@ def iter_feeds(spec: str, proto: onnx.ModelProto, *, flag: str = "--data") -> It
     """The feeds of `spec` (a .npz file, a folder of them, or a JSON file) one at a time, each checked against
     the model's inputs as it is read. A folder is read file by file, so a streaming consumer (calibration)
     holds one file's arrays at a time. The path is checked at once; a bad feed raises when it is reached."""
-    from olive_fp16_pass.mixed_precision import check_feeds
-
     _, read = _reader(Path(spec), model_inputs(proto), flag)
 
     def checked() -> Iterator[Feed]:
         count = 0
         for feed, source in read:
-            _check_one(proto, feed, source, check_feeds)
+            _check_one(proto, feed, source)
             count += 1
             yield feed
         if count == 0:
@@ -269,7 +300,7 @@ def iter_feeds(spec: str, proto: onnx.ModelProto, *, flag: str = "--data") -> It
     return checked()
 
 
-def _check_one(proto: onnx.ModelProto, feed: Feed, source: str, check_feeds) -> None:
+def _check_one(proto: onnx.ModelProto, feed: Feed, source: str) -> None:
     """check_feeds' message with the file name in place of its list index."""
     try:
         check_feeds(proto, [feed], what="feed")
@@ -278,4 +309,4 @@ def _check_one(proto: onnx.ModelProto, feed: Feed, source: str, check_feeds) -> 
         raise Float16Error(message) from exc
 
 
-__all__ = ["FeedSet", "iter_feeds", "load_feeds", "parse_shapes", "random_feeds"]
+__all__ = ["FeedSet", "check_feeds", "iter_feeds", "load_feeds", "parse_shapes", "random_feeds"]

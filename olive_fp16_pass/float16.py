@@ -20,7 +20,7 @@ import onnx_ir as ir
 from olive_fp16_pass import classify as classify_mod
 from olive_fp16_pass import cuda_kernels, element_types, ir_serde
 from olive_fp16_pass.activation_stats import calibrate, check_overflow_margin
-from olive_fp16_pass.convert import apply_emulation, write_ir
+from olive_fp16_pass.convert import write_ir
 from olive_fp16_pass.emit_proto import write_proto
 from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.fusion_units import ir_units, keep_units_whole
@@ -185,11 +185,10 @@ def convert_with_options(
     options: ConversionOptions,
     *,
     forced: Mapping[str, ForcedDecision] | None = None,
-    emulate: bool = False,
     check_runtime: bool = True,
     load_check: bool = True,
 ):
-    """The pipeline behind `convert_float16`; `emulate=True` builds the float32 storage-emulation model instead.
+    """The pipeline behind `convert_float16`.
 
     `forced`: nodes the mixed-precision search keeps in float32 (by label), each with its rule and detail.
     An `ir.Model` given here is converted in place (the search builds many candidates from one proto).
@@ -203,8 +202,8 @@ def convert_with_options(
     gc.disable()
     try:
         base_forced = dict(forced or {})
-        if emulate or not check_runtime or not load_check:
-            return _convert(model, options, base_forced, emulate, check_runtime)
+        if not check_runtime or not load_check:
+            return _convert(model, options, base_forced, check_runtime)
         # A repair converts again from the untouched input; an ir.Model is edited in place, so keep a copy.
         source = ir_serde.serialize_model(model) if isinstance(model, ir.Model) else model
         attempts = iter([model])
@@ -213,7 +212,7 @@ def convert_with_options(
             moved = {
                 label: ForcedDecision(rule, detail, Origin.LOAD_CHECK) for label, (rule, detail) in repairs.items()
             }
-            return _convert(next(attempts, source), options, {**base_forced, **moved}, False, True)
+            return _convert(next(attempts, source), options, {**base_forced, **moved}, True)
 
         return load_checked(source, convert)
     finally:
@@ -227,13 +226,12 @@ def _convert(
     model: ModelLike | ir.Model,
     options: ConversionOptions,
     forced: Mapping[str, ForcedDecision],
-    emulate: bool,
     check_runtime: bool,
 ):
     start = time.perf_counter()
     # A ModelProto without external data is edited as protobuf (emit_proto); anything else through onnx-ir.
     loaded = None if isinstance(model, ir.Model) else _load(model)
-    source_proto = loaded.proto if isinstance(model, onnx.ModelProto) and not emulate else None
+    source_proto = loaded.proto if isinstance(model, onnx.ModelProto) else None
     if loaded is None:
         ir_model, external = model, False
     else:
@@ -248,20 +246,17 @@ def _convert(
     classified = classify_mod.classify(ir_model, index, types, options, forced)
     fusion_notes: list[str] = []
     units = []
-    if check_runtime and not emulate:  # the search keeps its own fusion units (mixed_precision.py)
+    if check_runtime:  # the search keeps its own fusion units (precision_search.py)
         units = [unit for graph in index.graphs for unit in ir_units(graph)]
         fusion_notes = keep_units_whole(ir_model, units, classified, options, index.labels)
     fusion_table = unit_labels(units, index.labels)  # read before the graph is edited
     converted_proto = None
-    if emulate:
-        stats = apply_emulation(ir_model, index, types, classified, options)
+    edits = plan_edits(ir_model, index, types, classified, options)  # decided once, written by one writer:
+    if source_proto is not None:
+        converted_proto = write_proto(source_proto, ir_model, index, edits)  # protobuf: a ModelProto input
     else:
-        edits = plan_edits(ir_model, index, types, classified, options)  # decided once, written by one writer:
-        if source_proto is not None:
-            converted_proto = write_proto(source_proto, ir_model, index, edits)  # protobuf: a ModelProto input
-        else:
-            write_ir(ir_model, index, edits)  # onnx-ir: paths, external data, the search's candidates
-        stats = edits.stats()
+        write_ir(ir_model, index, edits)  # onnx-ir: paths, external data, the search's candidates
+    stats = edits.stats()
 
     if stats.casts_inserted and _add_default_opset(ir_model, converted_proto):
         added_note = f"added an opset import for the default domain (version {CAST_OPSET}) for the inserted Casts"
@@ -281,7 +276,7 @@ def _convert(
     for message in classified.context.option_warnings():
         report.warnings.append(message)
         logger.warning(message)
-    if stats.values_retyped == 0 and not emulate:
+    if stats.values_retyped == 0:
         has_fp16 = any(d.precision.value == "fp16" for d in report.decisions)
         report.notes.append(
             "no float32 tensor was converted: the model is unchanged"
@@ -290,8 +285,7 @@ def _convert(
     if added_note:
         report.notes.append(added_note)
     report.notes.extend(fusion_notes)
-    if not emulate:
-        report.notes.extend(_other_float_notes(index, types))
+    report.notes.extend(_other_float_notes(index, types))
     if loaded is not None:
         report.notes.extend(f"repaired the input: {r}" for r in loaded.repairs)
         report.warnings.extend(loaded.warnings)
@@ -299,14 +293,14 @@ def _convert(
     if problem:
         report.warnings.append(f"{problem}; the converted model keeps the input's IR version and opset")
     report.seconds = time.perf_counter() - start
-    if converted_proto is None and not emulate:
+    if converted_proto is None:
         _drop_initializer_types(index.graphs)
     inputs = loaded.files if loaded is not None else ()
     if converted_proto is not None:
         result = ConversionResult(None, report, external, converted_proto, inputs=inputs)
     else:
         result = ConversionResult(ir_model, report, external, inputs=inputs)
-    if check_runtime and not emulate:
+    if check_runtime:
         result.fusion = fusion_table
         result.runtime_problem = problem
     return result

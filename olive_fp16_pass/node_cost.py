@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import onnx
+import onnx_ir as ir
 
 # Per element of the larger of input/output: ops that do a few operations per element (exp, sum, divide).
 _PER_ELEMENT = {
@@ -68,21 +69,27 @@ def _size(shape: tuple[int, ...] | None) -> int:
     return math.prod(shape) if shape is not None else 0
 
 
-def node_cost(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> NodeCost:
+def _edges(node: onnx.NodeProto | ir.Node) -> tuple[str, list[str], list[str], int]:
+    """(op_type, input names, output names, transA) of a protobuf or onnx-ir node; a missing input is ''."""
+    if isinstance(node, ir.Node):
+        inputs = [value.name or "" if value is not None else "" for value in node.inputs]
+        return node.op_type, inputs, [value.name or "" for value in node.outputs], node.attributes.get_int("transA", 0)
+    trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+    return node.op_type, list(node.input), list(node.output), trans_a
+
+
+def node_cost(node: onnx.NodeProto | ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> NodeCost:
     """FLOPs and bytes of one node (main-graph tensors; a control-flow node counts only its interface)."""
-    ins = [shapes.get(name) if name else None for name in node.input]
-    outs = [shapes.get(name) for name in node.output]
-    known = all(s is not None for name, s in zip(node.input, ins, strict=True) if name) and all(
-        s is not None for s in outs
-    )
+    op, inputs, outputs, trans_a = _edges(node)
+    ins = [shapes.get(name) if name else None for name in inputs]
+    outs = [shapes.get(name) for name in outputs]
+    known = all(s is not None for name, s in zip(inputs, ins, strict=True) if name) and all(s is not None for s in outs)
     moved = 4.0 * (sum(_size(s) for s in ins) + sum(_size(s) for s in outs))
     out = _size(outs[0]) if outs else 0
-    op = node.op_type
     flops: float
     if op in ("MatMul", "FusedMatMul") and len(ins) >= 2 and ins[0]:
         flops = 2.0 * out * ins[0][-1]
     elif op == "Gemm" and len(ins) >= 2 and ins[0] and len(ins[0]) == 2:
-        trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
         flops = 2.0 * out * ins[0][0 if trans_a else 1] + (out if len(ins) > 2 else 0)
     elif op in ("Conv", "FusedConv") and len(ins) >= 2 and ins[1]:
         flops = 2.0 * out * math.prod(ins[1][1:])
@@ -94,13 +101,29 @@ def node_cost(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> No
     return NodeCost(flops, moved, known)
 
 
+Labelled = Iterable[tuple[str, "onnx.NodeProto | ir.Node"]]
+
+
+def _labelled(nodes: onnx.ModelProto | Labelled, labels: Iterable[str] | None) -> list[tuple[str, object]]:
+    """(label, node) pairs: given as such (the search: labels read off the node objects), or a ModelProto's
+    main-graph nodes with `labels` in node order."""
+    if isinstance(nodes, onnx.ModelProto):
+        return list(zip(labels or (), nodes.graph.node, strict=True))
+    return list(nodes)
+
+
 def node_costs(
-    proto: onnx.ModelProto, labels: Iterable[str], observed: Mapping[str, tuple[int, ...]] | None = None
+    nodes: onnx.ModelProto | Labelled,
+    labels: Iterable[str] | None = None,
+    observed: Mapping[str, tuple[int, ...]] | None = None,
+    *,
+    static: Mapping[str, tuple[int, ...]] | None = None,
 ) -> dict[str, NodeCost]:
-    """Cost of each main-graph node by label (`labels` in node order), shapes seen on data first."""
-    shapes = static_shapes(proto)
+    """Cost of each main-graph node by label, the shapes seen on data over the shapes the model declares
+    (`static`; a ModelProto's own by default)."""
+    shapes = dict(static if static is not None else static_shapes(nodes) if isinstance(nodes, onnx.ModelProto) else {})
     shapes.update(observed or {})
-    return {label: node_cost(node, shapes) for node, label in zip(proto.graph.node, labels, strict=True)}
+    return {label: node_cost(node, shapes) for label, node in _labelled(nodes, labels)}
 
 
 def fp16_share(costs: Mapping[str, NodeCost], fp16: set[str], fp32: set[str]) -> dict[str, float | int | None]:
@@ -150,13 +173,15 @@ def give_back_order(
     return sorted(order, key=lambda label: (-decade(label), position[label]))
 
 
-def links_of(proto: onnx.ModelProto, labels: Iterable[str], shapes: Mapping[str, tuple[int, ...]]):
+def links_of(
+    nodes: onnx.ModelProto | Labelled, labels: Iterable[str] | None, shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, list[tuple[str, int]]]:
     """label -> [(neighbour label, elements of the float tensor between them)] for main-graph nodes."""
-    label_list = list(labels)
-    producer = {o: label for node, label in zip(proto.graph.node, label_list, strict=True) for o in node.output}
+    pairs = [(label, _edges(node)) for label, node in _labelled(nodes, labels)]
+    producer = {o: label for label, (_, _, outputs, _) in pairs for o in outputs}
     links: dict[str, list[tuple[str, int]]] = {}
-    for node, label in zip(proto.graph.node, label_list, strict=True):
-        for name in node.input:
+    for label, (_, inputs, _, _) in pairs:
+        for name in inputs:
             other = producer.get(name)
             if other is not None and other != label and name in shapes:
                 size = _size(shapes[name])

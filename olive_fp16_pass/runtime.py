@@ -4,7 +4,7 @@ onnxruntime-gpu lists CUDAExecutionProvider as available even on a machine with 
 for it alone then runs on the CPU with only a logged error. So a provider counts as usable only after a probe
 session really ran on it (`session.get_providers()`), and every later session is checked the same way.
 The CPU execution provider is never used as evidence of float16 accuracy: it computes float16 ops in float32
-behind inserted Casts. Validation there uses float16-storage emulation instead (see convert.apply_emulation).
+behind inserted Casts. Validation there uses float16-storage emulation instead (switchable.py, emulation.py).
 """
 
 from __future__ import annotations

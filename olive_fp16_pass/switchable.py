@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,6 +27,7 @@ from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_edits import assign_precisions
 from olive_fp16_pass.precision_plan import ForcedDecision
+from olive_fp16_pass.search_model import SearchModel
 
 GATES = "olive_fp16_gates"
 
@@ -34,16 +36,6 @@ def _edge_key(kind: str, owner, index: int, labels: dict[int, str], graph_paths:
     if kind == "node":
         return ("node", labels[id(owner)], index)
     return ("output", graph_paths[id(owner)], index)
-
-
-def _deserialize(proto: onnx.ModelProto, base_dir: str | os.PathLike | None) -> ir.Model:
-    model = ir_serde.deserialize_model(proto)
-    if base_dir is not None:
-        for graph in model.graphs():
-            for value in graph.initializers.values():
-                if isinstance(value.const_value, ir.ExternalTensor):
-                    value.const_value.base_dir = os.fspath(base_dir)
-    return model
 
 
 def release_external(model: ir.Model) -> None:
@@ -89,52 +81,77 @@ def _select(
     return ir.Node("", "If", [gate], attributes, outputs=[chosen], name=names.fresh("gated"))
 
 
+def _float32_values(index: GraphIndex, types: element_types.ElementTypes) -> list[ir.Value]:
+    """Every float32 tensor of the model once: graph inputs and initializers of every graph, then node outputs."""
+    values: list[ir.Value] = []
+    seen: set[int] = set()
+    for graph in index.graphs:
+        for value in (*graph.inputs, *graph.initializers.values()):
+            if id(value) not in seen and types.get(value) == F32:
+                seen.add(id(value))
+                values.append(value)
+    for node, _ in index.nodes:
+        for value in node.outputs:
+            if id(value) not in seen and value.name and types.get(value) == F32:
+                seen.add(id(value))
+                values.append(value)
+    return values
+
+
 class SwitchableEmulation:
     """Float16-storage emulation of any candidate plan of one model, selected at run time by a gate vector."""
 
     def __init__(
         self,
-        proto: onnx.ModelProto,
+        model: SearchModel | onnx.ModelProto,
         expose: list[str] | None = None,
         base_dir: str | os.PathLike | None = None,
         round_at_use: bool = False,
     ) -> None:
-        """`base_dir`: the folder of the model's external data. `round_at_use`: round constants with a Cast pair
-        right before each reader instead of storing a rounded copy: no second copy of the weights (a >2 GB
-        model), and each rounded copy lives only while its reader runs."""
-        # Analysis copy: classified and assigned for every candidate, never modified.
-        self.analysis = _deserialize(proto, base_dir)
-        self.index = GraphIndex(self.analysis)
-        self.types = element_types.infer(self.analysis, self.index)
+        """`model`: the search's analysed model (its onnx-ir copy is classified for every candidate, never
+        modified), or a ModelProto, analysed here. `base_dir`: the folder of a ModelProto's external data.
+        `round_at_use`: round constants with a Cast pair right before each reader instead of storing a rounded
+        copy: no second copy of the weights (a >2 GB model), and each rounded copy lives only while its reader
+        runs."""
+        if not isinstance(model, SearchModel):
+            model = SearchModel(model, Path(base_dir) if base_dir is not None else None)
+        self.analysis, self.index, self.types = model.ir, model.index, model.types
         self.graph_paths = self._graph_paths(self.index, self.analysis)
-        # Gated copy: the emulation model itself.
-        model = _deserialize(proto, base_dir)
-        index = GraphIndex(model)
-        types = element_types.infer(model, index)
-        paths = self._graph_paths(index, model)
-        names = FreshNames(index)
-        main = model.graph
-        default_opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", WHERE_OPSET))
-        where_available = default_opset >= WHERE_OPSET
-        gate_inputs: list[ir.Value] = []
+        gated = model.fresh_ir()  # the emulation model itself, edited here
+        index = GraphIndex(gated)
+        types = element_types.infer(gated, index)
+        values = _float32_values(index, types)
         self.edge_index: dict[tuple, int] = {}
+        gate_inputs = self._gate_edges(gated, index, values, round_at_use)
+        # One scalar boolean input per edge: a Gather of a gate vector per edge made every run execute two
+        # extra nodes per edge (a 1,500-node encoder: 43 ms a run; bench/amp_speed.py).
+        gated.graph.inputs.extend(gate_inputs)
+        self.gate_names = [g.name for g in gate_inputs]
+        wanted = set(expose or [])
+        extra = [v for v in values if v.name in wanted]
+        for value in extra:
+            if not value.is_graph_output():
+                gated.graph.outputs.append(value)
+        if "" not in gated.opset_imports and "ai.onnx" not in gated.opset_imports:
+            gated.opset_imports[""] = 13
+        self.model = ir_serde.serialize_model(gated)
+        self.exposed = [v.name for v in extra]
+
+    def _gate_edges(
+        self, gated: ir.Model, index: GraphIndex, values: list[ir.Value], round_at_use: bool
+    ) -> list[ir.Value]:
+        """Make every (float32 tensor, reader) edge of `gated` read `Where(gate, rounded, tensor)`; the gates,
+        one boolean input per edge, numbered in `self.edge_index`."""
+        paths = self._graph_paths(index, gated)
+        names = FreshNames(index)
         placement = Placement(index.graphs)
+        default_opset = gated.opset_imports.get("", gated.opset_imports.get("ai.onnx", WHERE_OPSET))
+        where_available = default_opset >= WHERE_OPSET
         output_slots: dict[int, list[tuple[ir.Graph, int]]] = {}
         for graph in index.graphs:
             for i, value in enumerate(graph.outputs):
                 output_slots.setdefault(id(value), []).append((graph, i))
-        values: list[ir.Value] = []
-        seen: set[int] = set()
-        for graph in index.graphs:
-            for value in (*graph.inputs, *graph.initializers.values()):
-                if id(value) not in seen and types.get(value) == F32:
-                    seen.add(id(value))
-                    values.append(value)
-        for node, _ in index.nodes:
-            for value in node.outputs:
-                if id(value) not in seen and value.name and types.get(value) == F32:
-                    seen.add(id(value))
-                    values.append(value)
+        gate_inputs: list[ir.Value] = []
         for value in values:
             uses = [("node", n, i) for n, i in value.uses()] + [
                 ("output", g, i) for g, i in output_slots.get(id(value), [])
@@ -144,37 +161,21 @@ class SwitchableEmulation:
             at_use = round_at_use and value.producer() is None and value.const_value is not None
             rounded = None if at_use else self._rounded(value, names, placement)
             for kind, owner, i in uses:
-                key = _edge_key(kind, owner, i, index.labels, paths)
-                position = self.edge_index.setdefault(key, len(self.edge_index))
-                where_graph = owner.graph if kind == "node" else owner
+                position = self.edge_index.setdefault(_edge_key(kind, owner, i, index.labels, paths), len(gate_inputs))
                 gate = ir.Value(name=f"{GATES}_{position}", type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([]))
                 gate_inputs.append(gate)
                 chosen = ir.Value(name=names.fresh(f"{value.name}_seen"), type=ir.TensorType(F32), shape=value.shape)
                 pair = _cast_pair(value, names) if at_use else []
-                seen = pair[-1].outputs[0] if pair else rounded
-                where = _select(gate, seen, value, chosen, names, where_available)
+                where = _select(gate, pair[-1].outputs[0] if pair else rounded, value, chosen, names, where_available)
                 if kind == "node":
-                    for cast in pair:
-                        where_graph.insert_before(owner, cast)
-                    where_graph.insert_before(owner, where)
+                    for new in (*pair, where):
+                        owner.graph.insert_before(owner, new)
                     owner.replace_input_with(i, chosen)
                 else:
-                    for cast in pair:
-                        where_graph.append(cast)
-                    where_graph.append(where)
+                    for new in (*pair, where):
+                        owner.append(new)
                     owner.outputs[i] = chosen
-        # One scalar boolean input per edge: a Gather of a gate vector per edge made every run execute two
-        # extra nodes per edge (a 1,500-node encoder: 43 ms a run; bench/amp_speed.py).
-        main.inputs.extend(gate_inputs)
-        self.gate_names = [g.name for g in gate_inputs]
-        extra = [v for v in values if v.name in set(expose or [])]
-        for value in extra:
-            if not value.is_graph_output():
-                main.outputs.append(value)
-        if "" not in model.opset_imports and "ai.onnx" not in model.opset_imports:
-            model.opset_imports[""] = 13
-        self.model = ir_serde.serialize_model(model)
-        self.exposed = [v.name for v in extra]
+        return gate_inputs
 
     @staticmethod
     def _graph_paths(index: GraphIndex, model: ir.Model) -> dict[int, str]:
@@ -211,9 +212,7 @@ class SwitchableEmulation:
             return rounded
         return insert_rounding(value, names, placement)
 
-    def _classify(
-        self, options: ConversionOptions, forced: Mapping[str, ForcedDecision]
-    ) -> classify_mod.ClassifyResult:
+    def classify(self, options: ConversionOptions, forced: Mapping[str, ForcedDecision]) -> classify_mod.ClassifyResult:
         """Classify once without the search's forced nodes, then per candidate only lay those over it.
 
         Candidates differ only in `forced`; re-running every rule per candidate was half the search time
@@ -231,7 +230,7 @@ class SwitchableEmulation:
         self, options: ConversionOptions, forced: Mapping[str, ForcedDecision] | None = None
     ) -> tuple[np.ndarray, classify_mod.ClassifyResult]:
         """The gate vector of the candidate that `options` and `forced` describe (and its classification)."""
-        classified = self._classify(options, forced or {})
+        classified = self.classify(options, forced or {})
         assignment = assign_precisions(self.analysis, self.index, self.types, classified, options)
         gates = np.zeros(len(self.edge_index), np.bool_)
         for value in assignment.float_values:

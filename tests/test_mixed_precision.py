@@ -89,25 +89,47 @@ def test_keep_io_types_makes_exact_fp32_reachable():
     assert result.report.search["criteria_met"] is True  # every node float32, float32 I/O: exact
 
 
+def _gated_output(switch, options, feed) -> np.ndarray:
+    """The search's gated emulation of the candidate `options` describe, on `feed`: its first output."""
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(
+        switch.model.SerializeToString(), session_options, providers=["CPUExecutionProvider"]
+    )
+    gates, _ = switch.gates(options)
+    return session.run(None, {**feed, **switch.gate_feed(gates)})[0]
+
+
+def _emulated_output(model: onnx.ModelProto, feed) -> np.ndarray:
+    """`model` (a float16 or mixed model) run with float16 storage emulated, optimizations off."""
+    import onnxruntime as ort
+
+    from olive_fp16_pass.emulation import emulate_float16_storage
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    emulated = emulate_float16_storage(model).SerializeToString()
+    return ort.InferenceSession(emulated, options, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+
 def test_emulation_sees_overflow_that_the_cpu_provider_hides():
     """DESIGN §5: the CPU EP runs fp16 ops in fp32 behind Casts, so a float16 model 'works' there."""
+    from olive_fp16_pass.options import ConversionOptions
+    from olive_fp16_pass.switchable import SwitchableEmulation
+
     model = activation_overflow_chain(n_blocks=2)
     feed = feeds((2, 16), n=1)[0]
     full = fp16.convert_float16(model).model
     cpu_out = run(full, feed)[0]
     reference = run(model, feed)[0]
-    from olive_fp16_pass.float16 import convert_with_options
-    from olive_fp16_pass.options import ConversionOptions
-
-    emulated = convert_with_options(model, ConversionOptions(), emulate=True).model
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(emulated.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    emulated_out = session.run(None, {"x": feed["x"]})[0]
     assert np.isfinite(cpu_out).all()  # the CPU EP hides the overflow of o2 (|o2| up to ~9e4)
-    assert not np.isfinite(emulated_out).all() or np.abs(emulated_out - reference).max() > 0.1
+    for emulated_out in (
+        _gated_output(SwitchableEmulation(model), ConversionOptions(), feed),
+        _emulated_output(full, feed),
+    ):
+        assert not np.isfinite(emulated_out).all() or np.abs(emulated_out - reference).max() > 0.1
 
 
 def test_provider_unavailable_strict_and_emulated():
@@ -157,27 +179,21 @@ def test_other_criteria_psnr_and_cosine():
 @pytest.mark.parametrize("builder,shape", [(activation_overflow_chain, (2, 16)), (benign_mlp, (4, 32))])
 @pytest.mark.parametrize("blocked", [None, ["tanh1", "mul3"]])
 def test_two_emulations_agree(builder, shape, blocked):
-    """Emulating our plan directly and emulating the converted float16 model must give identical outputs."""
-    import onnxruntime as ort
-
-    from olive_fp16_pass.emulation import emulate_float16_storage
+    """The search's gated emulation of a plan and the emulation of the float16 model converted from that plan
+    must give identical outputs."""
     from olive_fp16_pass.float16 import convert_with_options
     from olive_fp16_pass.options import ConversionOptions
+    from olive_fp16_pass.switchable import SwitchableEmulation
 
     model = builder()
     names = [n.name for n in model.graph.node]
     block = [b for b in (blocked or []) if b in names] or None
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-
-    def out(m):
-        return ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
-            None, feeds(shape, 1)[0]
-        )[0]
-
-    direct = convert_with_options(model, ConversionOptions(node_block_list=block), emulate=True).model
-    via_fp16 = emulate_float16_storage(fp16.convert_float16(model, node_block_list=block).model)
-    np.testing.assert_array_equal(out(direct), out(via_fp16))
+    options = ConversionOptions(node_block_list=block)
+    feed = feeds(shape, 1)[0]
+    converted = convert_with_options(model, options, check_runtime=False).model  # the plan as the search builds it
+    np.testing.assert_array_equal(
+        _gated_output(SwitchableEmulation(model), options, feed), _emulated_output(converted, feed)
+    )
 
 
 def test_refinement_gives_back_unneeded_fusion_members():
@@ -193,27 +209,17 @@ def test_refinement_gives_back_unneeded_fusion_members():
 )
 @pytest.mark.parametrize("keep_io", [False, True])
 def test_gated_emulation_equals_direct_emulation(builder, shape, keep_io):
-    """The search's one gated session computes, for any candidate, exactly the direct emulation of it."""
-    import onnxruntime as ort
-
+    """The search's one gated session computes, for any candidate, exactly the emulation of that candidate's
+    real float16 model."""
     from olive_fp16_pass.float16 import convert_with_options
     from olive_fp16_pass.options import ConversionOptions
     from olive_fp16_pass.switchable import SwitchableEmulation
 
     model = builder()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     switch = SwitchableEmulation(model)
-    gated = ort.InferenceSession(switch.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feed = feeds(shape, 1)[0]
     names = [n.name for n in model.graph.node]
     for blocked in (None, names[1::3], names[-3:]):
         plan = ConversionOptions(node_block_list=blocked, keep_io_types=keep_io)
-        gates, _ = switch.gates(plan)
-        direct = convert_with_options(
-            model, ConversionOptions(node_block_list=blocked, keep_io_types=keep_io), emulate=True
-        ).model
-        session = ort.InferenceSession(direct.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        np.testing.assert_array_equal(
-            gated.run(None, {**feed, **switch.gate_feed(gates)})[0], session.run(None, feed)[0]
-        )
+        converted = convert_with_options(model, plan, check_runtime=False).model
+        np.testing.assert_array_equal(_gated_output(switch, plan, feed), _emulated_output(converted, feed))

@@ -1,0 +1,251 @@
+"""How the mixed-precision search runs a candidate: built for real, or emulated in its one gated session.
+
+A candidate is a set of forced decisions (label -> ForcedDecision) laid over the static rules. Two validators
+answer the same three questions about it (its outputs on some feeds, its per-node decisions, whether the real
+model loads with ONNX Runtime's optimizations on):
+- `GatedValidator`: float16 storage emulated on the CPU in the one gated session (switchable.py); a passing
+  candidate is then built for real once and loaded with every optimization (fusions included), since the
+  emulation cannot see them;
+- `ProviderValidator`: the real candidate converted and run on the target execution provider (a GPU that
+  really works here); its sessions load it with every optimization, so it needs no separate load check.
+The ranking always reads the gated emulation (`GatedEmulator`), whatever validates: it needs every tensor of
+a float16 candidate, which a real float16 model on a provider does not expose without extra Casts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnx
+
+from olive_fp16_pass.classify import ClassifyResult
+from olive_fp16_pass.float16 import ConversionResult, convert_with_options
+from olive_fp16_pass.model_io import save_model
+from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.precision_plan import ForcedDecision, NodeDecision
+from olive_fp16_pass.runtime import SessionFactory, run_session, tensor_view
+from olive_fp16_pass.search_model import SearchModel
+from olive_fp16_pass.switchable import SwitchableEmulation, release_external
+
+Feed = Mapping[str, np.ndarray]
+Forced = Mapping[str, ForcedDecision]
+
+# Below this many estimated FLOPs per run (node_cost.py) the gated session runs on one thread: its runs last
+# a fraction of a millisecond per node, and handing each node to a thread pool cost more than the work (enc300
+# of bench/amp_speed.py, 2 shared cores: 25-40% of the search time). Bigger models keep onnxruntime's default.
+SMALL_MODEL_FLOPS = 5e7
+
+
+def as_float32(value) -> np.ndarray:
+    array = np.asarray(value)
+    return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
+
+
+class CandidateBuilder:
+    """Converts candidates for real from fresh copies of the source; the last one is kept, so that the load
+    check, the held-out check and the result share one conversion."""
+
+    def __init__(self, model: SearchModel, options: ConversionOptions) -> None:
+        self.model = model
+        self.options = options
+        self._key: tuple | None = None
+        self._built: ConversionResult | None = None
+
+    def build(self, forced: Forced) -> ConversionResult:
+        forced = self.model.with_bodies(forced)
+        key = tuple(sorted(forced))
+        if self._key == key and self._built is not None:
+            return self._built
+        # check_runtime=False: the search's own sessions (and its load check) prove onnxruntime loads it.
+        result = convert_with_options(self.model.fresh_ir(), self.options, forced=forced, check_runtime=False)
+        release_external(result.ir_model)
+        self._key, self._built = key, result
+        return result
+
+
+class GatedEmulator:
+    """The gated emulation model of the search's model and its one session: runs any candidate.
+
+    The gates of the last candidate stay bound: a validation that runs its first feed, then the others,
+    computes and binds them once."""
+
+    def __init__(self, model: SearchModel, sessions: SessionFactory, options: ConversionOptions, flops: float) -> None:
+        self.model = model
+        self.sessions = sessions
+        self.options = options
+        self.switchable = SwitchableEmulation(model, expose=model.float_names, round_at_use=model.big)
+        self.threads = 1 if flops < SMALL_MODEL_FLOPS else None
+        self.session = None
+        self._bound_key: tuple | None = None
+        self._typed_key: int | None = None
+        self._typed: list[dict] = []
+
+    def classified(self, forced: Forced) -> ClassifyResult:
+        return self.switchable.classify(self.options, self.model.with_bodies(forced))
+
+    def close(self) -> None:
+        """Drop the session (a big model's load check needs its memory); the next run opens it again."""
+        self.session = None
+        self._bound_key = None
+
+    def run(
+        self, forced: Forced, feeds: list[Feed], names: list[str], select: slice = slice(None)
+    ) -> tuple[list[list[np.ndarray]], ClassifyResult]:
+        """Runs of the candidate `forced` on `feeds[select]` (outputs `names`), and its classification."""
+        forced = self.model.with_bodies(forced)
+        if self.session is None:
+            self.session = self.sessions.session(self.switchable.model, emulation=True, threads=self.threads)
+        typed = self._typed_feeds(feeds)[select]
+        if any(not isinstance(v, np.ndarray) or v.dtype.kind in "OSU" for feed in typed for v in feed.values()):
+            # Strings (a scikit-learn pipeline's text or category column), maps: I/O binding refuses them.
+            gates, classified = self.switchable.gates(self.options, forced)
+            gate_feed = self.switchable.gate_feed(gates)
+            runs = [[tensor_view(o) for o in self.session.run(names, {**gate_feed, **feed})] for feed in typed]
+            return runs, classified
+        # I/O binding: session.run() validates every input name in Python, 38 ms a run with the thousands of
+        # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
+        key = (frozenset(forced), id(self.session))
+        if self._bound_key != key:
+            gates, classified = self.switchable.gates(self.options, forced)
+            binding = self.session.io_binding()
+            for name, value in self.switchable.gate_feed(gates).items():
+                binding.bind_cpu_input(name, value)
+            self._bound_key, self._bound = key, (binding, classified)
+        binding, classified = self._bound
+        runs = []
+        for feed in typed:
+            for name, value in feed.items():
+                binding.bind_cpu_input(name, value)
+            for name in names:
+                binding.bind_output(name)
+            self.session.run_with_iobinding(binding)
+            runs.append([tensor_view(o) for o in binding.copy_outputs_to_cpu()])
+            binding.clear_binding_outputs()
+        return runs, classified
+
+    def _typed_feeds(self, feeds: list[Feed]) -> list[dict]:
+        """Feeds as arrays once per list, float32 where the input is float32 (the gated model's inputs are the
+        float32 model's); other inputs keep their dtype (a float64 model takes float64)."""
+        if self._typed_key != id(feeds):
+            inputs = self.model.proto.graph.input
+            float32 = {i.name for i in inputs if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+            tensors = {i.name for i in inputs if i.type.WhichOneof("value") == "tensor_type"}
+            self._typed = [
+                {
+                    k: np.asarray(v, np.float32) if k in float32 else np.asarray(v) if k in tensors else v
+                    for k, v in feed.items()
+                }
+                for feed in feeds
+            ]
+            self._typed_key = id(feeds)
+        return self._typed
+
+
+class Validator(Protocol):
+    """What the search asks of a candidate, whichever way it is run."""
+
+    emulated: bool
+
+    def run(
+        self, forced: Forced, feeds: list[Feed], select: slice
+    ) -> tuple[list[list[np.ndarray]], Iterable[NodeDecision]]:
+        """The model outputs of `feeds[select]` (float outputs as float32), and the candidate's decisions."""
+        ...
+
+    def decisions(self, forced: Forced) -> Iterable[NodeDecision]: ...
+
+    def load_problems(self, forced: Forced, feed: Feed, reference: Mapping[str, np.ndarray]) -> list[str]:
+        """Why the real candidate fails to load or run with every optimization on ([]: it loads)."""
+        ...
+
+
+class GatedValidator:
+    """Validates in the gated emulation; a candidate's real model is loaded only when asked (load_problems)."""
+
+    emulated = True
+
+    def __init__(self, emulator: GatedEmulator, builder: CandidateBuilder, sessions: SessionFactory) -> None:
+        self.emulator = emulator
+        self.builder = builder
+        self.sessions = sessions
+        self.outputs = emulator.model.output_names
+
+    def run(self, forced: Forced, feeds: list[Feed], select: slice):
+        runs, classified = self.emulator.run(forced, feeds, self.outputs, select)
+        return [[as_float32(o) for o in run] for run in runs], classified.plan.decisions.values()
+
+    def decisions(self, forced: Forced) -> Iterable[NodeDecision]:
+        return self.emulator.classified(forced).plan.decisions.values()
+
+    def load_problems(self, forced: Forced, feed: Feed, reference: Mapping[str, np.ndarray]) -> list[str]:
+        """The real mixed model must load and run with ORT's optimizations on (the CPU provider here), and stay
+        finite where float32 is."""
+        model = self.builder.build(forced).ir_model
+        try:
+            if self.emulator.model.big:
+                outputs = self._run_from_file(model, feed)
+            else:
+                outputs = run_session(self.sessions.session(model, emulation=False), feed)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            return [f"candidate failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"]
+        bad = [
+            name
+            for name, output in zip(self.outputs, outputs, strict=True)
+            if np.issubdtype(np.asarray(output).dtype, np.floating)
+            and not np.isfinite(np.asarray(output)).all()
+            and np.isfinite(reference[name]).all()
+        ]
+        return [f"{name}: NaN/Inf in the real float16 model on ORT" for name in bad]
+
+    def _run_from_file(self, model, feed: Feed) -> list[np.ndarray]:
+        """A big candidate runs from a temporary file: onnxruntime memory-maps its data instead of copying
+        weights handed over in memory (measured twice their size), and the gated session, whose mapped weights
+        would add the model's size again, is closed meanwhile (reopened, cheaply, when needed)."""
+        self.emulator.close()
+        with tempfile.TemporaryDirectory(prefix="olive_fp16_candidate_") as folder:
+            path = save_model(model, Path(folder) / "candidate.onnx", external_data=True)
+            session = self.sessions.session(str(path), emulation=False)
+            outputs = run_session(session, feed)
+            del session
+        return outputs
+
+
+class ProviderValidator:
+    """Validates the real candidate on the target provider; its sessions already load it with every
+    optimization on, so a candidate that ran there loads."""
+
+    emulated = False
+
+    def __init__(self, builder: CandidateBuilder, sessions: SessionFactory) -> None:
+        self.builder = builder
+        self.sessions = sessions
+        self._session: tuple[ConversionResult, object] | None = None  # (the built candidate, its session)
+
+    def run(self, forced: Forced, feeds: list[Feed], select: slice):
+        built = self.builder.build(forced)
+        if self._session is None or self._session[0] is not built:  # the first feed, then the others: one session
+            self._session = (built, self.sessions.session(built.ir_model, emulation=False))
+        session = self._session[1]
+        outputs = [[as_float32(o) for o in run_session(session, feed)] for feed in feeds[select]]
+        return outputs, built.report.decisions
+
+    def decisions(self, forced: Forced) -> Iterable[NodeDecision]:
+        return self.builder.build(forced).report.decisions
+
+    def load_problems(self, forced: Forced, feed: Feed, reference: Mapping[str, np.ndarray]) -> list[str]:
+        return []
+
+
+__all__ = [
+    "SMALL_MODEL_FLOPS",
+    "CandidateBuilder",
+    "GatedEmulator",
+    "GatedValidator",
+    "ProviderValidator",
+    "Validator",
+    "as_float32",
+]
