@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx import helper, numpy_helper
 
 from olive_fp16_pass import classify as classify_mod
-from olive_fp16_pass import element_types, ir_serde
+from olive_fp16_pass import element_types
 from olive_fp16_pass.classify import FP16_MAX
-from olive_fp16_pass.graph_edit import F16, F32, FreshNames, Placement, insert_rounding
+from olive_fp16_pass.graph_edit import F16, F32, FreshNames
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_edits import assign_precisions
@@ -48,37 +49,88 @@ def release_external(model: ir.Model) -> None:
                     value.const_value.release()
 
 
-def _cast_pair(value: ir.Value, names: FreshNames) -> list[ir.Node]:
-    """Cast(float16) -> Cast(float) of `value`, not yet placed in a graph."""
-    base = value.name or "tensor"
-    half = ir.Value(name=names.fresh(f"{base}_f16"), type=ir.TensorType(F16), shape=value.shape)
-    back = ir.Value(name=names.fresh(f"{base}_rounded"), type=ir.TensorType(F32), shape=value.shape)
-    down = ir.Node("", "Cast", [value], [ir.AttrInt64("to", F16)], outputs=[half], name=names.fresh(f"{base}_r16"))
-    up = ir.Node("", "Cast", [half], [ir.AttrInt64("to", F32)], outputs=[back], name=names.fresh(f"{base}_r32"))
-    return [down, up]
-
-
 # Where exists from opset 9; older models (onnxmltools' LightGBM exports import opset 8) select with an If.
 WHERE_OPSET = 9
 
 
-def _select(
-    gate: ir.Value, rounded: ir.Value, value: ir.Value, chosen: ir.Value, names: FreshNames, where_available: bool
-) -> ir.Node:
+def _cast_pair(name: str, names: FreshNames) -> tuple[list[onnx.NodeProto], str]:
+    """Cast(float16) -> Cast(float) of tensor `name`, and the name of the rounded float32 copy."""
+    half, back = names.fresh(f"{name}_f16"), names.fresh(f"{name}_rounded")
+    down = helper.make_node("Cast", [name], [half], name=names.fresh(f"{name}_r16"), to=onnx.TensorProto.FLOAT16)
+    up = helper.make_node("Cast", [half], [back], name=names.fresh(f"{name}_r32"), to=onnx.TensorProto.FLOAT)
+    return [down, up], back
+
+
+def _select(gate: str, rounded: str, value: str, chosen: str, names: FreshNames, where: bool) -> onnx.NodeProto:
     """`chosen = gate ? rounded : value`: a Where, or before opset 9 an If whose branches return either tensor.
 
     The gated model is only ever run here, so an If costs only its (small) per-run overhead on old models, and
     raising the model's opset instead would change the meaning of its other ops (Upsample, Scan, BatchNorm).
     """
-    if where_available:
-        return ir.Node("", "Where", [gate, rounded, value], outputs=[chosen], name=names.fresh("gated"))
+    if where:
+        return helper.make_node("Where", [gate, rounded, value], [chosen], name=names.fresh("gated"))
     branches = []
     for kind, source in (("then", rounded), ("else", value)):
-        out = ir.Value(name=names.fresh(f"{chosen.name}_{kind}"), type=chosen.type, shape=chosen.shape)
-        identity = ir.Node("", "Identity", [source], outputs=[out], name=names.fresh(f"gated_{kind}"))
-        branches.append(ir.Graph([], [out], nodes=[identity], name=f"{kind}_branch"))
-    attributes = [ir.AttrGraph("then_branch", branches[0]), ir.AttrGraph("else_branch", branches[1])]
-    return ir.Node("", "If", [gate], attributes, outputs=[chosen], name=names.fresh("gated"))
+        out = names.fresh(f"{chosen}_{kind}")
+        identity = helper.make_node("Identity", [source], [out], name=names.fresh(f"gated_{kind}"))
+        info = helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None)
+        branches.append(helper.make_graph([identity], f"{kind}_branch", [], [info]))
+    return helper.make_node(
+        "If", [gate], [chosen], name=names.fresh("gated"), then_branch=branches[0], else_branch=branches[1]
+    )
+
+
+class _ProtoTwin:
+    """The protobuf twin of each analysed graph and node (the analysis was read from this very proto, so both
+    walk in the same order), and the nodes to write around each proto node.
+
+    Why protobuf and not onnx-ir: the gated model has about ten nodes per original node, and building them
+    as onnx-ir objects and serializing them was 80% of its cost (enc300 of bench/amp_speed.py: 88 ms of CPU
+    per build through onnx-ir)."""
+
+    def __init__(self, model: ir.Model, proto: onnx.ModelProto) -> None:
+        self.proto = proto
+        self.graphs: dict[int, onnx.GraphProto] = {}
+        self.nodes: dict[int, onnx.NodeProto] = {}
+        self.before: dict[int, list[onnx.NodeProto]] = {}  # id(NodeProto) -> nodes written right before it
+        self.after: dict[int, list[onnx.NodeProto]] = {}
+        self.start: dict[int, list[onnx.NodeProto]] = {}  # id(GraphProto) -> nodes written first / last
+        self.end: dict[int, list[onnx.NodeProto]] = {}
+        self._pair(model.graph, proto.graph)
+
+    def _pair(self, graph: ir.Graph, proto: onnx.GraphProto) -> None:
+        self.graphs[id(graph)] = proto
+        for node, twin in zip(graph, proto.node, strict=True):
+            self.nodes[id(node)] = twin
+            for attr in twin.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    self._pair(node.attributes[attr.name].value, attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub, sub_twin in zip(node.attributes[attr.name].value, attr.graphs, strict=True):
+                        self._pair(sub, sub_twin)
+
+    def after_producer(self, value: ir.Value, nodes: list[onnx.NodeProto]) -> None:
+        producer = value.producer()
+        if producer is not None:
+            self.after.setdefault(id(self.nodes[id(producer)]), []).extend(nodes)
+        else:  # a graph input or initializer: read from the start of its graph
+            self.start.setdefault(id(self.graphs[id(value.graph)]), []).extend(nodes)
+
+    def write(self) -> None:
+        """Lay the new nodes into every graph, inner graphs first (an outer node carries its bodies)."""
+        for graph in reversed(list(self.graphs.values())):
+            order = list(self.start.get(id(graph), ()))
+            for node in graph.node:
+                order += self.before.get(id(node), ())
+                order.append(node)
+                order += self.after.get(id(node), ())
+            order += self.end.get(id(graph), ())
+            if len(order) == len(graph.node):
+                continue
+            copied = onnx.GraphProto()
+            copied.node.extend(order)  # copies: the originals still belong to `graph` until it is cleared
+            graph.ClearField("node")
+            graph.node.extend(copied.node)
 
 
 def _float32_values(index: GraphIndex, types: element_types.ElementTypes) -> list[ir.Value]:
@@ -117,41 +169,40 @@ class SwitchableEmulation:
             model = SearchModel(model, Path(base_dir) if base_dir is not None else None)
         self.analysis, self.index, self.types = model.ir, model.index, model.types
         self.graph_paths = self._graph_paths(self.index, self.analysis)
-        gated = model.fresh_ir()  # the emulation model itself, edited here
-        index = GraphIndex(gated)
-        types = element_types.infer(gated, index)
-        values = _float32_values(index, types)
+        values = _float32_values(self.index, self.types)
+        gated = onnx.ModelProto()
+        gated.CopyFrom(model.proto)  # the emulation model itself, edited here
+        twin = _ProtoTwin(self.analysis, gated)
         self.edge_index: dict[tuple, int] = {}
-        gate_inputs = self._gate_edges(gated, index, values, round_at_use)
+        self.gate_names = self._gate_edges(twin, values, round_at_use)
+        twin.write()
+        main = gated.graph
         # One scalar boolean input per edge: a Gather of a gate vector per edge made every run execute two
         # extra nodes per edge (a 1,500-node encoder: 43 ms a run; bench/amp_speed.py).
-        gated.graph.inputs.extend(gate_inputs)
-        self.gate_names = [g.name for g in gate_inputs]
+        main.input.extend(helper.make_tensor_value_info(name, onnx.TensorProto.BOOL, []) for name in self.gate_names)
         wanted = set(expose or [])
-        extra = [v for v in values if v.name in wanted]
-        for value in extra:
-            if not value.is_graph_output():
-                gated.graph.outputs.append(value)
-        if "" not in gated.opset_imports and "ai.onnx" not in gated.opset_imports:
-            gated.opset_imports[""] = 13
-        self.model = ir_serde.serialize_model(gated)
-        self.exposed = [v.name for v in extra]
+        extra = [v.name for v in values if v.name in wanted]
+        outputs = {o.name for o in main.output}
+        main.output.extend(
+            helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in extra if name not in outputs
+        )
+        if not any(o.domain in ("", "ai.onnx") for o in gated.opset_import):
+            gated.opset_import.append(helper.make_opsetid("", 13))
+        self.model = gated
+        self.exposed = extra
 
-    def _gate_edges(
-        self, gated: ir.Model, index: GraphIndex, values: list[ir.Value], round_at_use: bool
-    ) -> list[ir.Value]:
-        """Make every (float32 tensor, reader) edge of `gated` read `Where(gate, rounded, tensor)`; the gates,
+    def _gate_edges(self, twin: _ProtoTwin, values: list[ir.Value], round_at_use: bool) -> list[str]:
+        """Make every (float32 tensor, reader) edge read `Where(gate, rounded, tensor)`; returns the gates,
         one boolean input per edge, numbered in `self.edge_index`."""
-        paths = self._graph_paths(index, gated)
+        index, labels = self.index, self.index.labels
         names = FreshNames(index)
-        placement = Placement(index.graphs)
-        default_opset = gated.opset_imports.get("", gated.opset_imports.get("ai.onnx", WHERE_OPSET))
-        where_available = default_opset >= WHERE_OPSET
+        opsets = {o.domain: o.version for o in twin.proto.opset_import}
+        where = opsets.get("", opsets.get("ai.onnx", WHERE_OPSET)) >= WHERE_OPSET
         output_slots: dict[int, list[tuple[ir.Graph, int]]] = {}
         for graph in index.graphs:
             for i, value in enumerate(graph.outputs):
                 output_slots.setdefault(id(value), []).append((graph, i))
-        gate_inputs: list[ir.Value] = []
+        gates: list[str] = []
         for value in values:
             uses = [("node", n, i) for n, i in value.uses()] + [
                 ("output", g, i) for g, i in output_slots.get(id(value), [])
@@ -159,23 +210,23 @@ class SwitchableEmulation:
             if not uses:
                 continue
             at_use = round_at_use and value.producer() is None and value.const_value is not None
-            rounded = None if at_use else self._rounded(value, names, placement)
+            rounded = None if at_use else self._rounded(value, names, twin)
             for kind, owner, i in uses:
-                position = self.edge_index.setdefault(_edge_key(kind, owner, i, index.labels, paths), len(gate_inputs))
-                gate = ir.Value(name=f"{GATES}_{position}", type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([]))
-                gate_inputs.append(gate)
-                chosen = ir.Value(name=names.fresh(f"{value.name}_seen"), type=ir.TensorType(F32), shape=value.shape)
-                pair = _cast_pair(value, names) if at_use else []
-                where = _select(gate, pair[-1].outputs[0] if pair else rounded, value, chosen, names, where_available)
+                position = self.edge_index.setdefault(_edge_key(kind, owner, i, labels, self.graph_paths), len(gates))
+                gate = f"{GATES}_{position}"
+                gates.append(gate)
+                chosen = names.fresh(f"{value.name}_seen")
+                pair, seen = _cast_pair(value.name, names) if at_use else ([], rounded)
+                new = [*pair, _select(gate, seen, value.name, chosen, names, where)]
                 if kind == "node":
-                    for new in (*pair, where):
-                        owner.graph.insert_before(owner, new)
-                    owner.replace_input_with(i, chosen)
+                    reader = twin.nodes[id(owner)]
+                    twin.before.setdefault(id(reader), []).extend(new)
+                    reader.input[i] = chosen
                 else:
-                    for new in (*pair, where):
-                        owner.append(new)
-                    owner.outputs[i] = chosen
-        return gate_inputs
+                    graph = twin.graphs[id(owner)]
+                    twin.end.setdefault(id(graph), []).extend(new)
+                    graph.output[i].name = chosen
+        return gates
 
     @staticmethod
     def _graph_paths(index: GraphIndex, model: ir.Model) -> dict[int, str]:
@@ -190,27 +241,28 @@ class SwitchableEmulation:
         return paths
 
     @staticmethod
-    def _rounded(value: ir.Value, names: FreshNames, placement: Placement) -> ir.Value:
+    def _rounded(value: ir.Value, names: FreshNames, twin: _ProtoTwin) -> str:
         """The float16-rounded copy of `value`: an initializer of its own for constants, else two Casts."""
-        base = value.name or "tensor"
         constant = value.const_value if value.is_initializer() and value.producer() is None else None
-        if constant is None and value.producer() is not None and value.producer().op_type == "Constant":
+        producer = value.producer()
+        if constant is None and producer is not None and producer.op_type == "Constant":
             # A Constant node's tensor is saturated like an initializer's when clamped (a masking sentinel):
             # a Cast pair would make -3.4e38 -inf where the converted model holds -65504.
             constant = classify_mod.constant_tensor(value)
-        if constant is not None:
-            data = constant.numpy()
-            # A finite weight beyond ±65504 is float16 only when `clamp_weights` clamps it: emulate the clamp
-            # (infinities stay infinities, as in the converted model).
-            data = np.where(np.isfinite(data), np.clip(data, -FP16_MAX, FP16_MAX), data)
-            with np.errstate(over="ignore"):
-                data = data.astype(np.float16).astype(np.float32)
-            rounded = ir.Value(
-                name=names.fresh(f"{base}_r"), type=ir.TensorType(F32), shape=value.shape, const_value=ir.Tensor(data)
-            )
-            value.graph.register_initializer(rounded)
+        if constant is None:
+            pair, rounded = _cast_pair(value.name, names)
+            twin.after_producer(value, pair)
             return rounded
-        return insert_rounding(value, names, placement)
+        data = constant.numpy()
+        # A finite weight beyond ±65504 is float16 only when `clamp_weights` clamps it: emulate the clamp
+        # (infinities stay infinities, as in the converted model).
+        data = np.where(np.isfinite(data), np.clip(data, -FP16_MAX, FP16_MAX), data)
+        with np.errstate(over="ignore"):
+            data = data.astype(np.float16).astype(np.float32)
+        rounded = names.fresh(f"{value.name}_r")
+        graph = producer.graph if producer is not None else value.graph
+        twin.graphs[id(graph)].initializer.append(numpy_helper.from_array(data, rounded))
+        return rounded
 
     def classify(self, options: ConversionOptions, forced: Mapping[str, ForcedDecision]) -> classify_mod.ClassifyResult:
         """Classify once without the search's forced nodes, then per candidate only lay those over it.
