@@ -334,12 +334,18 @@ def _amp(args: argparse.Namespace) -> int:
     }
     if args.report:
         _write_json(args.report, record)
+    return _print_amp_outcome(result, notes, feedset.random, written)
+
+
+def _print_amp_outcome(result, notes: list[str], random: bool, written: str | None) -> int:
+    """The search's summary on stdout, and the exit code: met on validation and held-out data, or not."""
+    search = result.report.search or {}
     print(result.report.summary())
     for note in notes:
         print(f"  note: {note}")
-    if feedset.random:
+    if random:
         print("  warning: validated on RANDOM data (--random): the figures say nothing about real inputs")
-    if met:
+    if bool(search.get("criteria_met")) and search.get("holdout_met") is not False:
         print(f"criteria met on validation and held-out data; wrote {written}")
         return EXIT_OK
     failures = search.get("failures") or []

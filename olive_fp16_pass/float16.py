@@ -27,7 +27,7 @@ from olive_fp16_pass.fusion_units import ir_units, keep_units_whole
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.load_check import SaveCheck, load_checked, unit_labels
 from olive_fp16_pass.model_io import LoadedModel, load, save_model
-from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.options import OPTION_NAMES, ConversionOptions
 from olive_fp16_pass.precision_edits import plan_edits
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
 from olive_fp16_pass.report import ConversionReport
@@ -145,17 +145,7 @@ def convert_float16(
     write one entirely subnormal in float16, stay float32 with the measured value as the reason (origin
     `calibration`); no search, no accuracy validation (activation_stats.py).
     """
-    options = ConversionOptions(
-        keep_io_types=keep_io_types,
-        op_block_list=op_block_list,
-        node_block_list=node_block_list,
-        op_include_list=op_include_list,
-        node_include_list=node_include_list,
-        clamp_weights=clamp_weights,
-        max_reduction_elements=max_reduction_elements,
-        extra_rules=extra_rules,
-        provider=provider,
-    )
+    options = ConversionOptions.from_mapping({k: v for k, v in locals().items() if k in OPTION_NAMES})  # options.py
     if calibration_data is None:
         check_overflow_margin(overflow_margin)  # even without data: a typo must not wait for the day data comes
         return convert_with_options(model, options, load_check=load_check)

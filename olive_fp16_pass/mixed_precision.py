@@ -30,7 +30,7 @@ from olive_fp16_pass.errors import Float16Error
 from olive_fp16_pass.feeds import check_feeds
 from olive_fp16_pass.float16 import ConversionResult, ModelLike
 from olive_fp16_pass.model_io import has_external_data, load, load_model_file
-from olive_fp16_pass.options import ConversionOptions
+from olive_fp16_pass.options import OPTION_NAMES, ConversionOptions
 from olive_fp16_pass.precision_search import MixedPrecisionSearch, SearchOutcome, SearchSettings
 from olive_fp16_pass.report import SearchReport
 from olive_fp16_pass.runtime import choose_backend
@@ -49,7 +49,9 @@ class CriteriaNotMetError(Float16Error):
     """No candidate meets the accuracy criteria, not even with every node in float32."""
 
 
-def _check_search_options(overflow_margin, holdout_fraction, refine_budget, strict, progress, provider) -> None:
+def _check_search_options(
+    overflow_margin, holdout_fraction, refine_budget, strict, progress, provider, on_failure, emulation_margin
+) -> None:
     """Each option of the search has the type and range it needs (NaN compares false with everything:
     `overflow_margin=nan` turned the range rules off; `strict="false"` is a true string)."""
 
@@ -67,6 +69,10 @@ def _check_search_options(overflow_margin, holdout_fraction, refine_budget, stri
             raise Float16Error(f"{name}: expected true or false, got {value!r}")
     if not isinstance(provider, str) or not provider:
         raise Float16Error(f"provider: expected an execution provider name, got {provider!r}")
+    if on_failure not in ("fp32", "raise"):
+        raise Float16Error(f"on_failure: expected 'fp32' or 'raise', got {on_failure!r}")
+    if not (number(emulation_margin) and 0 < emulation_margin <= 1):
+        raise Float16Error(f"emulation_margin: expected a fraction in (0, 1], got {emulation_margin!r}")
 
 
 def _split_feeds(data: Iterable[Feed], holdout_fraction: float) -> tuple[list[Feed], list[Feed]]:
@@ -79,6 +85,7 @@ def _split_feeds(data: Iterable[Feed], holdout_fraction: float) -> tuple[list[Fe
     return feeds[: len(feeds) - n_hold], feeds[len(feeds) - n_hold :]
 
 
+# The signature and docstring are most of its ~75 lines: the public keyword API, one line per option.
 def auto_mixed_precision(
     model: ModelLike,
     data: Iterable[Feed],
@@ -121,23 +128,12 @@ def auto_mixed_precision(
     `emulation_margin` of each tolerance; the report says how much of each tolerance the result uses.
     """
     start = time.perf_counter()
-    if on_failure not in ("fp32", "raise"):
-        raise Float16Error(f"on_failure: expected 'fp32' or 'raise', got {on_failure!r}")
-    _check_search_options(overflow_margin, holdout_fraction, refine_budget, strict, progress, provider)
-    if not (isinstance(emulation_margin, (int, float)) and 0 < emulation_margin <= 1):
-        raise Float16Error(f"emulation_margin: expected a fraction in (0, 1], got {emulation_margin!r}")
-    criteria = Criteria(rtol, atol, max_abs, mean_abs, p999_abs, min_cosine, min_psnr, dict(per_output or {}))
-    base = ConversionOptions(
-        keep_io_types=keep_io_types,
-        op_block_list=op_block_list,
-        node_block_list=node_block_list,
-        op_include_list=op_include_list,
-        node_include_list=node_include_list,
-        clamp_weights=clamp_weights,
-        max_reduction_elements=max_reduction_elements,
-        extra_rules=extra_rules,
-        provider=provider,
+    given = {name: value for name, value in locals().items() if name in OPTION_NAMES}  # options.py declares them
+    _check_search_options(
+        overflow_margin, holdout_fraction, refine_budget, strict, progress, provider, on_failure, emulation_margin
     )
+    base = ConversionOptions.from_mapping(given)
+    criteria = Criteria(rtol, atol, max_abs, mean_abs, p999_abs, min_cosine, min_psnr, dict(per_output or {}))
     proto, base_dir = _load_source(model)
     unknown = sorted(set(criteria.per_output) - {o.name for o in proto.graph.output})
     if unknown:
