@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 import olive_fp16_pass as fp16
-from olive_fp16_pass import mixed_precision
+from olive_fp16_pass import search_model
 from tests.models import feeds, layernorm_overflow_model
 
 
@@ -34,7 +34,7 @@ def external_model(tmp_path):
 def test_big_model_path_gives_the_ordinary_result(external_model, tmp_path, monkeypatch):
     data = feeds((2, 8, 16), n=8)
     _, ordinary, ordinary_fp32 = _search(external_model, data)
-    monkeypatch.setattr(mixed_precision, "BIG_MODEL_BYTES", 0)  # every model counts as big
+    monkeypatch.setattr(search_model, "BIG_MODEL_BYTES", 0)  # every model counts as big
     result, big, big_fp32 = _search(external_model, data)
     assert ordinary["criteria_met"] and big["criteria_met"], (ordinary["failures"], big["failures"])
     assert ordinary_fp32 and big_fp32 == ordinary_fp32  # the LayerNorm's variance stays float32 on both paths
