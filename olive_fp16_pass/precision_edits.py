@@ -15,7 +15,7 @@ linear in the size of the graph: no copies of the model, no repeated scans.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,7 +39,12 @@ class Assignment:
 
     float_values: list[ir.Value]
     assigned: dict[int, ir.DataType]
-    uses_with_wants: Callable[[ir.Value], Iterator[tuple[Use, Want]]]
+    uses_with_wants: _Wants  # value -> its uses, each with what it needs
+
+    def want(self, kind: str, owner: ir.Node | ir.Graph, slot: int, value: ir.Value) -> Want:
+        """What one use of `value` needs: slot `slot` of node `owner`, or output `slot` of graph `owner`."""
+        wants = self.uses_with_wants
+        return wants.of_node(owner, slot, value) if kind == "node" else wants.of_output(owner, value)
 
     def fp16_values(self) -> list[ir.Value]:
         return [v for v in self.float_values if self.assigned[id(v)] == F16]

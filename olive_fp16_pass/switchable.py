@@ -203,16 +203,22 @@ class SwitchableEmulation:
             for i, value in enumerate(graph.outputs):
                 output_slots.setdefault(id(value), []).append((graph, i))
         gates: list[str] = []
+        # per named tensor, its edges: (gate position, use kind, reader, slot), walked by gates() per candidate
+        self._edges: list[tuple[ir.Value, list[tuple[int, str, object, int]]]] = []
         for value in values:
             uses = [("node", n, i) for n, i in value.uses()] + [
                 ("output", g, i) for g, i in output_slots.get(id(value), [])
             ]
             if not uses:
                 continue
+            edges: list[tuple[int, str, object, int]] = []
+            if value.name:
+                self._edges.append((value, edges))
             at_use = round_at_use and value.producer() is None and value.const_value is not None
             rounded = None if at_use else self._rounded(value, names, twin)
             for kind, owner, i in uses:
                 position = self.edge_index.setdefault(_edge_key(kind, owner, i, labels, self.graph_paths), len(gates))
+                edges.append((position, kind, owner, i))
                 gate = f"{GATES}_{position}"
                 gates.append(gate)
                 chosen = names.fresh(f"{value.name}_seen")
@@ -285,13 +291,9 @@ class SwitchableEmulation:
         classified = self.classify(options, forced or {})
         assignment = assign_precisions(self.analysis, self.index, self.types, classified, options)
         gates = np.zeros(len(self.edge_index), np.bool_)
-        for value in assignment.float_values:
-            if self.types.get(value) != F32 or not value.name:
-                continue
-            stored16 = assignment.assigned[id(value)] == F16
-            for (kind, owner, i), want in assignment.uses_with_wants(value):
-                key = _edge_key(kind, owner, i, self.index.labels, self.graph_paths)
-                position = self.edge_index.get(key)
-                if position is not None:
-                    gates[position] = stored16 or want == F16
+        assigned, want = assignment.assigned, assignment.want
+        for value, edges in self._edges:
+            stored16 = assigned[id(value)] == F16
+            for position, kind, owner, i in edges:
+                gates[position] = stored16 or want(kind, owner, i, value) == F16
         return gates, classified
