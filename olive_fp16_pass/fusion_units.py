@@ -50,6 +50,7 @@ class FusionUnit:
     # LayerNorm only: the normalisation itself (ReduceMean .. Div, without gamma/beta and the residual Add), and
     # the epsilon ORT's LayerNormFusion reads (a scalar constant at input 1 of the Add after the variance).
     core: list = field(default_factory=list)
+    affine: list = field(default_factory=list)  # LayerNorm only: gamma's Mul and beta's Add
     epsilon: float | None = None
 
     @property
@@ -144,6 +145,7 @@ def _layernorm(view: _View, mean) -> FusionUnit | None:
     for scale in view.users(norm, "Mul"):  # the affine part (gamma, beta) is fused too
         unit.nodes.append(scale)
         unit.nodes.extend(view.users(scale, "Add"))
+    unit.affine = unit.nodes[len(unit.core) :]
     _add_residual(view, unit, x)
     return unit
 
@@ -434,8 +436,10 @@ def _keep_epsilon_float32(unit: FusionUnit, classified, labels) -> str | None:
         return None
     if abs(unit.epsilon - ORT_DEFAULT_EPSILON) <= 1e-2 * ORT_DEFAULT_EPSILON:
         return None  # where ORT falls back, it falls back to this very value
-    if any(decisions[id(n)].precision is Precision.FP32 for n in members) or len(unit.core) == len(unit.nodes):
+    if any(decisions[id(n)].precision is Precision.FP32 for n in members):
         return None
+    if {n.op_type for n in unit.affine} != {"Mul", "Add"}:
+        return None  # without gamma and beta ORT does not fuse it: its epsilon is the model's
     if _other_float32_reader(unit, decisions):
         return None
     detail = (

@@ -272,3 +272,18 @@ def test_layernorm_with_default_epsilon_stays_float16_whole():
     result = fp16.convert_float16(matmul_ln(), keep_io_types=False)
     assert set(precisions(result).values()) == {"fp16"}
     assert sum(n.op_type == "Cast" for n in result.model.graph.node) == 0
+
+
+def test_layernorm_without_gamma_and_beta_keeps_its_epsilon_float16():
+    """ORT fuses a LayerNorm only with its Mul(gamma) and Add(beta): without them no fused node reads the epsilon,
+    so nothing moves to float32 (no Cast) even with eps = 1e-6, residual Add in front or not."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+        helper.make_node("Add", ["m", "x"], ["h"], name="residual"),
+        *layernorm_nodes("h", "ln_")[:7],
+    ]
+    inits = [init("two", np.float32(2)), init("eps", np.float32(1e-6)), init("W", np.eye(W, dtype=np.float32))]
+    model = make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("ln_n", TensorProto.FLOAT, ["b", W])], inits)
+    result = fp16.convert_float16(model, keep_io_types=False)
+    assert set(precisions(result).values()) == {"fp16"}
+    assert sum(n.op_type == "Cast" for n in result.model.graph.node) == 0
