@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -47,6 +47,9 @@ from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Rule
 from olive_fp16_pass.sentinels import SentinelLookup, ValueStats, sentinel_notes
 from olive_fp16_pass.weight_ranges import FP16_MAX, FP16_UNDERFLOW
+
+if TYPE_CHECKING:
+    from olive_fp16_pass.model_io import LoadedModel
 
 Feed = Mapping[str, np.ndarray]
 DEFAULT_OVERFLOW_MARGIN = 2.0
@@ -188,9 +191,13 @@ def calibrate(
     feeds: Iterable[Feed],
     *,
     overflow_margin: float = DEFAULT_OVERFLOW_MARGIN,
+    loaded: LoadedModel | None = None,
 ) -> Calibration:
     """One float32 run over every feed of `feeds` (consumed once, one at a time): the activation ranges, and the
-    nodes they keep in float32 (origin `calibration`), keyed by the labels the converter gives them."""
+    nodes they keep in float32 (origin `calibration`), keyed by the labels the converter gives them.
+
+    `loaded`: `model` already loaded (model_io.load), as convert_float16 does so that the conversion after the
+    calibration reads, checks and deserializes it once; the graph is left as it was found."""
     from olive_fp16_pass.model_io import load
 
     start = time.perf_counter()
@@ -206,7 +213,8 @@ def calibrate(
         raise Float16Error(
             f"calibration_data: expected an iterable of feeds (dicts input name -> array), got {type(feeds).__name__}"
         ) from None
-    loaded = load(model)  # the checks and repairs of every route; external data stays memory-mapped
+    if loaded is None:
+        loaded = load(model)  # the checks and repairs of every route; external data stays memory-mapped
     base_dir = None
     if loaded.external:
         base_dir = Path.cwd() if isinstance(model, onnx.ModelProto) else Path(model).resolve().parent
@@ -214,6 +222,7 @@ def calibrate(
     graph = ir_model.graph
     index = GraphIndex(ir_model)
     types = element_types.infer(ir_model, index)
+    loaded.analysis = (index, types)  # of the graph as loaded: the outputs added below are removed again
     nodes = [(index.labels[id(node)], node) for node in graph]
     exposed = [v for _, node in nodes for v in node.outputs if v.name and types.is_float32(v)]
     original_outputs = list(graph.outputs)

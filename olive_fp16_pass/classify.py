@@ -29,6 +29,7 @@ from olive_fp16_pass.precision_plan import (
     PrecisionPlan,
 )
 from olive_fp16_pass.rules import (
+    FREE_OPS,
     RULES,
     Decision,
     ModelContext,
@@ -49,9 +50,6 @@ from olive_fp16_pass.weight_ranges import (  # re-exported: the converter and th
 
 # The origin a node kept by one of the user's own rules (extra_rules) has in the report.
 USER_RULE_ORIGIN = "extra_rules"
-
-# Nodes whose output precision follows their consumers instead of being decided by a rule.
-FREE_OPS = frozenset({"Cast", "Constant", "ConstantOfShape"})
 
 
 def is_free(node: ir.Node) -> bool:

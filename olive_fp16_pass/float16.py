@@ -149,11 +149,15 @@ def convert_float16(
     if calibration_data is None:
         check_overflow_margin(overflow_margin)  # even without data: a typo must not wait for the day data comes
         return convert_with_options(model, options, load_check=load_check)
-    calibration = calibrate(_checked_model(model), calibration_data, overflow_margin=overflow_margin)
-    result = convert_with_options(model, options, forced=calibration.forced, load_check=load_check)
+    # Loaded (read, checked, repaired, deserialized) once for both: the calibration leaves the graph as it found it.
+    start = time.perf_counter()
+    loaded = _load(model)
+    load_seconds = time.perf_counter() - start
+    calibration = calibrate(model, calibration_data, overflow_margin=overflow_margin, loaded=loaded)
+    result = convert_with_options(model, options, forced=calibration.forced, load_check=load_check, loaded=loaded)
     report = result.report
     report.calibration = calibration.to_dict()
-    report.seconds += calibration.seconds
+    report.seconds += load_seconds + calibration.seconds
     mark_sentinels(report, calibration.sentinel_notes)
     if calibration.stats.tensors and not calibration.forced:
         report.notes.append(
@@ -177,13 +181,15 @@ def convert_with_options(
     forced: Mapping[str, ForcedDecision] | None = None,
     check_runtime: bool = True,
     load_check: bool = True,
+    loaded: LoadedModel | None = None,
 ):
     """The pipeline behind `convert_float16`.
 
     `forced`: nodes the mixed-precision search keeps in float32 (by label), each with its rule and detail.
     An `ir.Model` given here is converted in place (the search builds many candidates from one proto).
     `check_runtime=False` (the search, which loads every candidate itself) skips the fusion-unit rules and the
-    load check; `load_check=False` skips only the load check.
+    load check; `load_check=False` skips only the load check. `loaded`: `model` as model_io.load gave it, used by
+    the first conversion instead of loading it again (it converts that copy in place); a repair loads afresh.
     """
     # The conversion allocates millions of small objects and frees none of them before it ends: the cyclic
     # garbage collector's passes over them cost 30% of the time and grew faster than the graph (100k nodes:
@@ -193,16 +199,17 @@ def convert_with_options(
     try:
         base_forced = dict(forced or {})
         if not check_runtime or not load_check:
-            return _convert(model, options, base_forced, check_runtime)
+            return _convert(model, options, base_forced, check_runtime, loaded)
         # A repair converts again from the untouched input; an ir.Model is edited in place, so keep a copy.
         source = ir_serde.serialize_model(model) if isinstance(model, ir.Model) else model
-        attempts = iter([model])
+        attempts = iter([(model, loaded)])
 
         def convert(repairs: dict) -> ConversionResult:
             moved = {
                 label: ForcedDecision(rule, detail, Origin.LOAD_CHECK) for label, (rule, detail) in repairs.items()
             }
-            return _convert(next(attempts, source), options, {**base_forced, **moved}, True)
+            target, preloaded = next(attempts, (source, None))
+            return _convert(target, options, {**base_forced, **moved}, True, preloaded)
 
         return load_checked(source, convert)
     finally:
@@ -217,10 +224,12 @@ def _convert(
     options: ConversionOptions,
     forced: Mapping[str, ForcedDecision],
     check_runtime: bool,
+    loaded: LoadedModel | None = None,
 ):
     start = time.perf_counter()
     # A ModelProto without external data is edited as protobuf (emit_proto); anything else through onnx-ir.
-    loaded = None if isinstance(model, ir.Model) else _load(model)
+    if loaded is None and not isinstance(model, ir.Model):
+        loaded = _load(model)
     source_proto = loaded.proto if isinstance(model, onnx.ModelProto) else None
     if loaded is None:
         ir_model, external = model, False
@@ -231,8 +240,11 @@ def _convert(
     graph = ir_model.graph
     options.check_io_names([v.name or "" for v in graph.inputs], [v.name or "" for v in graph.outputs])
 
-    index = GraphIndex(ir_model)
-    types = element_types.infer(ir_model, index)
+    if loaded is not None and loaded.analysis is not None:
+        index, types = loaded.analysis  # the calibration's, on this very graph
+    else:
+        index = GraphIndex(ir_model)
+        types = element_types.infer(ir_model, index)
     classified = classify_mod.classify(ir_model, index, types, options, forced)
     fusion_notes: list[str] = []
     units = []

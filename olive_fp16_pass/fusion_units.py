@@ -47,6 +47,11 @@ class FusionUnit:
     kind: str
     nodes: list = field(default_factory=list)
     entry: Hashable | None = None  # key of the input tensor the pattern normalises / activates
+    # LayerNorm only: the normalisation itself (ReduceMean .. Div, without gamma/beta and the residual Add), and
+    # the epsilon ORT's LayerNormFusion reads (a scalar constant at input 1 of the Add after the variance).
+    core: list = field(default_factory=list)
+    affine: list = field(default_factory=list)  # LayerNorm only: gamma's Mul and beta's Add
+    epsilon: float | None = None
 
     @property
     def entry_sensitive(self) -> bool:
@@ -101,6 +106,9 @@ def _normalize(view: _View, unit: FusionUnit, var, numerator):
     norm = None
     for eps in view.users(var, "Add"):
         unit.nodes.append(eps)
+        ins = view.ins(eps)
+        if len(ins) == 2 and ins[0] == view.out(var):
+            unit.epsilon = view.scalar(ins[1])
         for root in view.users(eps, "Sqrt"):
             unit.nodes.append(root)
             for div in view.users(root, "Div"):
@@ -133,9 +141,11 @@ def _layernorm(view: _View, mean) -> FusionUnit | None:
                 norm = _normalize(view, unit, var, d) or norm
     if norm is None:
         return None
+    unit.core = list(unit.nodes)
     for scale in view.users(norm, "Mul"):  # the affine part (gamma, beta) is fused too
         unit.nodes.append(scale)
         unit.nodes.extend(view.users(scale, "Add"))
+    unit.affine = unit.nodes[len(unit.core) :]
     _add_residual(view, unit, x)
     return unit
 
@@ -401,4 +411,51 @@ def keep_units_whole(model: ir.Model, units: list[FusionUnit], classified, optio
             _set_fp32(classified, producer, Rule.FUSION_BOUNDARY, detail)
             notes.append(f"'{labels[id(producer)]}' kept in float32 so that the LayerNorm at '{first}' reads float32")
             changed = True
-    return notes
+    return notes + [note for unit in units if (note := _keep_epsilon_float32(unit, classified, labels))]
+
+
+# ORT's LayerNormFusion writes this epsilon when the Add's constant is not float32 (onnxruntime 1.20 to 1.26).
+ORT_DEFAULT_EPSILON = 1e-5
+
+
+def _keep_epsilon_float32(unit: FusionUnit, classified, labels) -> str | None:
+    """Run a float16 LayerNorm's normalisation in float32 when its epsilon is not ORT's default; return a note.
+
+    onnxruntime up to 1.26 (1.30 reads float16 too) takes LayerNormalization's epsilon from the Add's constant
+    only where it is float32, else writes 1e-5: a float16 LayerNorm with eps = 1e-6 (ViT, DeiT, ConvNeXt) was
+    fused with ten times its epsilon, and on rows of small variance the output moved by O(1). With ReduceMean..Div
+    in float32 between a Cast from the float16 input and a Cast before gamma's Mul, ORT still fuses the unit (the
+    Apex O2 pattern: both Casts absorbed, LayerNormalization reads the float16 input, gamma and beta) and reads the
+    float32 epsilon: the fused kernel is the same, only the unfused graph computes the statistics in float32.
+    Skipped where another float32 node reads the input (the Cast would then have a third consumer and not be
+    absorbed: LayerNormalization would read float32 x with float16 gamma and fail to load).
+    """
+    decisions = classified.plan.decisions
+    members = [n for n in unit.nodes if id(n) in decisions]
+    if unit.kind != "LayerNorm" or unit.epsilon is None or not unit.core or len(members) != len(unit.nodes):
+        return None
+    if abs(unit.epsilon - ORT_DEFAULT_EPSILON) <= 1e-2 * ORT_DEFAULT_EPSILON:
+        return None  # where ORT falls back, it falls back to this very value
+    if any(decisions[id(n)].precision is Precision.FP32 for n in members):
+        return None
+    if {n.op_type for n in unit.affine} != {"Mul", "Add"}:
+        return None  # without gamma and beta ORT does not fuse it: its epsilon is the model's
+    if _other_float32_reader(unit, decisions):
+        return None
+    detail = (
+        f"epsilon {unit.epsilon:.3g}: onnxruntime <= 1.26 fuses a float16 LayerNorm with epsilon 1e-5 (it reads "
+        "only a float32 one), so the normalisation stays float32 between two Casts that the fusion absorbs"
+    )
+    for node in unit.core:
+        _set_fp32(classified, node, Rule.FUSION_BOUNDARY, detail)
+    first = labels[id(unit.core[0])]
+    return f"LayerNorm unit at '{first}' normalises in float32 to keep its epsilon {unit.epsilon:.3g}"
+
+
+def _other_float32_reader(unit: FusionUnit, decisions) -> bool:
+    """True where a float32 node outside the normalisation reads the unit's input (it would share the Cast)."""
+    core = {id(n) for n in unit.core}
+    readers = [node for node, _ in unit.entry.uses()] if isinstance(unit.entry, ir.Value) else []
+    return any(
+        id(n) not in core and id(n) in decisions and decisions[id(n)].precision is Precision.FP32 for n in readers
+    )

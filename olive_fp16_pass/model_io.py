@@ -50,6 +50,9 @@ class LoadedModel:
     repairs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     files: tuple[Path, ...] = ()  # the model file and its data files: what a save must not overwrite
+    # (GraphIndex, ElementTypes) of `model`, where a reader computed them before the conversion (the calibration):
+    # the conversion reuses them instead of walking and typing the same graph again
+    analysis: tuple | None = field(default=None, repr=False)
 
 
 def _check_readable_file(path: Path) -> None:

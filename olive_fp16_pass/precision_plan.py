@@ -42,6 +42,7 @@ class Rule(str, Enum):
     ACTIVATION_UNDERFLOW = "activation_underflow"
     ACCURACY = "accuracy"
     DEEP_REDUCTION = "deep_reduction"  # opt-in: accumulates over more than max_reduction_elements
+    FLOAT32_NEIGHBOURS = "float32_neighbours"  # zero-FLOP data movement between float32 nodes only
 
 
 class CustomRule(str):

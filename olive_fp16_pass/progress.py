@@ -1,9 +1,13 @@
-"""Progress of a long search: tqdm's bar when tqdm is installed, plain lines on stderr when it is not.
+"""Progress of a long search: tqdm's bar on a terminal, plain lines on stderr elsewhere or without tqdm.
 
 tqdm is a dependency of the core, but an install made with `--no-deps`, a vendored copy or a trimmed
 container may lack it; `olive-fp16 amp` promises progress, so without tqdm it prints a line on stderr at the
 1st, 2nd, 4th, 8th... step and one when it ends (a handful of lines whatever the count, and no carriage
 returns in a CI log), instead of crashing on the import or saying nothing.
+
+The same plain lines are printed when stderr is not a terminal (a CI log, a file Olive or a pipeline
+redirects it to): tqdm redraws its bar with carriage returns, and such a log kept every redraw on one line of
+`\r`-separated noise.
 """
 
 from __future__ import annotations
@@ -56,12 +60,25 @@ class PlainProgress:
             self._say(", done")
 
 
-def progress_bar(desc: str, unit: str, *, enabled: bool = True) -> Progress:
-    """A tqdm bar (removed when done), or :class:`PlainProgress` without tqdm; nothing at all when not enabled."""
+def is_terminal(stream: TextIO) -> bool:
+    """True where `stream` is an interactive terminal (a closed or odd stream is not)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def progress_bar(desc: str, unit: str, *, enabled: bool = True, stream: TextIO | None = None) -> Progress:
+    """A tqdm bar (removed when done) on a terminal, else :class:`PlainProgress`; nothing when not enabled.
+
+    `stream`: where progress goes, stderr by default."""
     if not enabled:
         return _Silent()
+    stream = stream if stream is not None else sys.stderr
+    if not is_terminal(stream):
+        return PlainProgress(desc, unit, stream)
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        return PlainProgress(desc, unit)
-    return tqdm(desc=desc, unit=unit, leave=False)
+        return PlainProgress(desc, unit, stream)
+    return tqdm(desc=desc, unit=unit, leave=False, file=stream)

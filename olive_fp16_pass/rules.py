@@ -20,6 +20,9 @@ The order, and why:
   ranges      a weight beyond float16's range (or clamped with `clamp_weights`); a factor stored with over 1%
               error (all subnormal), an addend (bias, epsilon) only when float16 turns all of it into 0; a
               masking sentinel beyond the range (sentinels.py) is saturated to ±65504 instead;
+  movement    a zero-FLOP data-movement node (Identity, Reshape, Transpose, Gather...) whose float neighbours
+              all stay float32 by the rules above: in float16 it would only add two Casts. Last, because it
+              reads its neighbours' decisions by those rules (never its own), so it cannot cascade;
   converted   everything else runs in float16.
 """
 
@@ -48,6 +51,9 @@ from olive_fp16_pass.weight_ranges import (
 )
 
 F32 = ir.DataType.FLOAT
+
+# Nodes whose output precision follows their consumers instead of being decided by a rule (classify.py).
+FREE_OPS = frozenset({"Cast", "Constant", "ConstantOfShape"})
 
 # Inputs the schema allows in float16 but onnxruntime's kernels only register in float32: converting them
 # makes a model that passes the checker but fails to load (onnxconverter-common #272, #207).
@@ -114,6 +120,10 @@ class ModelContext:
         # value id -> what makes it leave float16's range: the outputs of nodes that read an overflowing
         # weight, and of magnitude-preserving nodes downstream of them (see `note_ranges`)
         self.beyond_fp16: dict[int, str] = {}
+        # float32_neighbours' memory: node id -> its neighbours' precision by the rules before it, and
+        # movement node id -> the float32 neighbours of its island (None: one neighbour is not float32)
+        self.base_precision: dict[int, Precision] = {}
+        self.islands: dict[int, list[str] | None] = {}
 
     def note_ranges(self, node: ir.Node, context: NodeContext) -> None:
         """Mark the outputs of `node` as beyond float16 when it reads an overflowing (unclamped) weight or a
@@ -603,6 +613,128 @@ def range_propagated(node: ir.Node, context: NodeContext) -> Decision | None:
     return None
 
 
+# -- data movement ----------------------------------------------------------------------------------------------
+# Ops that compute nothing on their float data: they copy, reorder, select or join it.
+MOVEMENT_OPS = frozenset(
+    {
+        "Identity",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "Slice",
+        "Concat",
+        "Split",
+        "Expand",
+        "Tile",
+        "DepthToSpace",
+        "SpaceToDepth",
+    }
+)
+MAX_ISLAND = 64  # movement nodes looked at around one node; a larger island is left to float16
+
+
+def float32_neighbours(node: ir.Node, context: NodeContext) -> Decision | None:
+    """A data-movement node whose every float neighbour runs in float32 stays float32.
+
+    A LightGBM or scikit-learn graph (skl2onnx, onnxmltools) converted with keep_io_types holds Identity /
+    Reshape / Transpose nodes between float32-only ops (TreeEnsemble*, no float16 in their schema) and the
+    float32 graph outputs: converted, such a node computes nothing faster and costs a Cast on each side. An
+    island of several movement nodes is judged as one. Neighbours are judged by the rules before this one,
+    so a compute node is never kept float32 here and one kept island does not make the next one float32.
+    """
+    if context.domain != "" or node.op_type not in MOVEMENT_OPS:
+        return None
+    model = context.model
+    if id(node) not in model.islands:
+        _judge_island(node, model, context.graph)
+    names = model.islands[id(node)]
+    if not names:
+        return None
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return keep_fp32(
+        Rule.FLOAT32_NEIGHBOURS,
+        f"moves data between float32 neighbours only ({shown}): in float16 it would add 2 Casts and save nothing",
+    )
+
+
+def _judge_island(start: ir.Node, model: ModelContext, graph: str) -> None:
+    """Walk the movement nodes connected to `start` by float tensors; record their float32 neighbours, or None."""
+    island, todo, names = {id(start): start}, [start], []
+    verdict: list[str] | None = names
+    while todo and verdict is not None:
+        node = todo.pop()
+        for value in _float_values(node, model):
+            for neighbour in _neighbours(value, node, model):
+                if isinstance(neighbour, str):
+                    names.append(neighbour)
+                elif neighbour is None or len(island) > MAX_ISLAND:
+                    verdict = None
+                elif id(neighbour) not in island and neighbour.op_type in MOVEMENT_OPS and neighbour.domain == "":
+                    island[id(neighbour)] = neighbour
+                    todo.append(neighbour)
+                elif id(neighbour) not in island and _precision_before(neighbour, model, graph) is Precision.FP32:
+                    names.append(f"'{model.index.labels[id(neighbour)]}'")
+                elif id(neighbour) not in island:
+                    verdict = None
+    for node_id in island:
+        model.islands[node_id] = list(dict.fromkeys(verdict)) if verdict else None
+
+
+def _float_values(node: ir.Node, model: ModelContext) -> list[ir.Value]:
+    """The float32 tensors `node` reads (constants aside: they take their reader's precision) and writes."""
+    dtype = model.types.by_id
+    inputs = [v for v in node.inputs if v is not None and dtype.get(id(v)) == F32 and not _is_constant(v)]
+    return inputs + [v for v in node.outputs if dtype.get(id(v)) == F32]
+
+
+def _is_constant(value: ir.Value) -> bool:
+    producer = value.producer()
+    return value.const_value is not None or (producer is not None and producer.op_type == "Constant")
+
+
+def _neighbours(value: ir.Value, node: ir.Node, model: ModelContext) -> list[ir.Node | str | None]:
+    """The nodes at the other end of `value` from `node`: a node, a graph input/output's name when it stays
+    float32 (keep_io_types), or None for what cannot be judged (float16 I/O, another graph, a Cast)."""
+    graph = node.graph
+    ends: list[ir.Node | str | None] = []
+    producer = value.producer()
+    if producer is not node:
+        if producer is None:
+            ends.append(_io_end(value, model, model.model.graph.inputs, "input"))
+        else:
+            ends.append(producer)
+    ends.extend(user for user, _ in value.uses() if user is not node)
+    if value in model.model.graph.outputs:
+        ends.append(_io_end(value, model, model.model.graph.outputs, "output"))
+    elif graph is not model.model.graph and value in graph.outputs:
+        ends.append(None)
+    return [end if end is None or isinstance(end, str) or _judgeable(end, graph) else None for end in ends]
+
+
+def _io_end(value: ir.Value, model: ModelContext, values, kind: str) -> str | None:
+    name = value.name or ""
+    return f"{kind} '{name}' (keep_io_types)" if value in values and model.options.keeps_io(name) else None
+
+
+def _judgeable(neighbour: ir.Node, graph: ir.Graph | None) -> bool:
+    return neighbour.graph is graph and not (neighbour.op_type in FREE_OPS and neighbour.domain in ("", "ai.onnx"))
+
+
+def _precision_before(node: ir.Node, model: ModelContext, graph: str) -> Precision:
+    """The precision the rules before float32_neighbours give `node` of `graph` (remembered per model)."""
+    if id(node) not in model.base_precision:
+        context = NodeContext.of(model, node, graph)
+        chain = active_rules(RULES[: RULES.index(float32_neighbours)], model)
+        decision = next((d for _, rule in chain if (d := rule(node, context)) is not None), None)
+        model.base_precision[id(node)] = decision.precision if decision is not None else Precision.FP16
+    return model.base_precision[id(node)]
+
+
 def converted(node: ir.Node, context: NodeContext) -> Decision | None:
     """No rule objected: the node runs in float16."""
     return Decision(Precision.FP16, Rule.CONVERTED)
@@ -652,6 +784,7 @@ RULES: tuple[NodeRule, ...] = (
     deep_reduction,
     weight_range,
     range_propagated,
+    float32_neighbours,
     converted,
 )
 

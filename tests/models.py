@@ -793,3 +793,46 @@ def scan_cancellation_model(steps: int = 6, width: int = 8) -> onnx.ModelProto:
             init("gain", np.float32(2.0)),
         ],
     )
+
+
+def lightgbm_like_regressor(rows: int = 3, features: int = 4) -> onnx.ModelProto:
+    """A LightGBM regressor as onnxmltools writes it: Identity -> TreeEnsembleRegressor -> Reshape -> Transpose.
+
+    The tree ensemble has no float16 type (it stays float32): the data-movement nodes around it sit between
+    float32 neighbours only when the graph's I/O stays float32 (keep_io_types)."""
+    tree = helper.make_node(
+        "TreeEnsembleRegressor",
+        ["xi"],
+        ["variable"],
+        domain="ai.onnx.ml",
+        name="tree",
+        n_targets=1,
+        nodes_treeids=[0, 0, 0],
+        nodes_nodeids=[0, 1, 2],
+        nodes_featureids=[0, 0, 0],
+        nodes_values=[0.5, 0.0, 0.0],
+        nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"],
+        nodes_truenodeids=[1, 0, 0],
+        nodes_falsenodeids=[2, 0, 0],
+        nodes_missing_value_tracks_true=[0, 0, 0],
+        nodes_hitrates=[1.0, 1.0, 1.0],
+        target_treeids=[0, 0],
+        target_nodeids=[1, 2],
+        target_ids=[0, 0],
+        target_weights=[-1.5, 2.5],
+        post_transform="NONE",
+        aggregate_function="SUM",
+    )
+    nodes = [
+        helper.make_node("Identity", ["x"], ["xi"], name="id_in"),
+        tree,
+        helper.make_node("Reshape", ["variable", "shape"], ["r"], name="reshape"),
+        helper.make_node("Transpose", ["r"], ["y"], name="transpose", perm=[1, 0]),
+    ]
+    return make_model(
+        nodes,
+        [vi("x", TensorProto.FLOAT, [rows, features])],
+        [vi("y", TensorProto.FLOAT, [1, rows])],
+        [init("shape", np.array([rows, 1], np.int64))],
+        extra_opsets=[("ai.onnx.ml", 3)],
+    )

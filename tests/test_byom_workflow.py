@@ -124,13 +124,50 @@ def test_byom_template_as_shipped_on_cpu(user_model):
     assert report["chosen"]["passes"] == ["OnnxAutoMixedPrecision (olive-fp16)"]
 
 
+def _readme_commands() -> list[str]:
+    """The shell commands of README's "Your own model" block from the copy of the template on (the export and
+    the feeds are the fixture's), continuation lines joined."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Your own model") :]
+    block = section[section.index("```bash\n") + len("```bash\n") : section.index("```\n", section.index("```bash"))]
+    block = block.replace("\\\n", " ")
+    commands = [line for line in block.splitlines() if line.strip()]
+    first = next(i for i, line in enumerate(commands) if line.startswith("sed "))
+    return commands[first:]
+
+
+def test_readme_byom_commands_work_as_written_and_leave_the_template_alone(user_model):
+    """The README told users to edit the tracked templates (workflows/my_model_fp16*.json); its commands now copy
+    the template with its EDIT_ME places filled in, and run as written in a shell, from a folder laid out like
+    the repository root (`workflows/` beside the user's model.onnx and feeds/)."""
+    commands = _readme_commands()
+    assert any(c.startswith("olive run --config my_model_fp16_cpu.json") for c in commands), commands
+    assert not any("workflows/my_model_fp16" in c and ("-i" in c.split() or c.startswith("olive ")) for c in commands)
+    root = user_model / "root"
+    root.mkdir()
+    (root / "workflows").symlink_to(REPO / "workflows")
+    for name in ("model.onnx", "model.onnx.data", "feeds"):
+        (root / name).symlink_to(user_model / name)
+    template = (REPO / "workflows/my_model_fp16_cpu.json").read_bytes()
+    env = {**ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ENV.get('PATH', '')}"}
+    script = "set -e\n" + "\n".join(c.split("  #")[0] for c in commands)
+    proc = subprocess.run(["bash", "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (REPO / "workflows/my_model_fp16_cpu.json").read_bytes() == template
+    copy = json.loads((root / "my_model_fp16_cpu.json").read_text())
+    assert copy["input_model"]["model_path"] == "model.onnx"
+    assert "EDIT_ME" not in json.dumps(copy)
+    report = json.loads((root / "outputs/my_model_fp16_cpu/report.json").read_text())
+    assert report["chosen"]["passes"] == ["OnnxAutoMixedPrecision (olive-fp16)"]
+
+
 @pytest.mark.skipif(provider_status("CUDAExecutionProvider")[0], reason="CUDA is usable here")
 def test_byom_cuda_template_exits_3_naming_its_cpu_twin(user_model):
     workflow = _edited_template(user_model, "workflows/my_model_fp16.json", "out_cuda")
     proc = _run([sys.executable, "-m", "olive", "run", "--config", str(workflow)], timeout=300)
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "targets CUDAExecutionProvider, which cannot run here" in proc.stderr
-    assert "olive run --config workflows/my_model_fp16_cpu.json" in proc.stderr
+    assert "olive run --config my_model_fp16_cpu.json  # your copy of workflows/my_model_fp16_cpu.json" in proc.stderr
     assert "run_denoise.sh" not in proc.stderr  # that script runs the denoiser, not the user's model
     assert "Traceback" not in proc.stderr
     assert not (user_model / "out_cuda").exists()

@@ -207,3 +207,83 @@ def test_rmsnorm_with_t5_epsilon_stays_float16_whole(keep_io):
     result = fp16.convert_float16(model, keep_io_types=keep_io)
     assert set(precisions(result).values()) == {"fp16"}, [(d.node, d.detail) for d in result.report.fp32_nodes]
     check_loads_and_accurate(model, result.model)
+
+
+def _fused_epsilons(model: onnx.ModelProto, tmp_path) -> list[float]:
+    """The epsilon of every LayerNormalization ORT's optimizer writes for `model` (CPU, ORT_ENABLE_ALL)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    fused = [n for n in optimized.graph.node if n.op_type == "LayerNormalization"]
+    return [helper.get_attribute_value(a) for n in fused for a in n.attribute if a.name == "epsilon"]
+
+
+def _run(model: onnx.ModelProto, feeds: dict, level) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = level
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    typed = {i.name: feeds[i.name].astype(np.float16 if i.type == "tensor(float16)" else np.float32)
+             for i in sess.get_inputs()}  # fmt: skip
+    return sess.run(None, typed)[0].astype(np.float32)
+
+
+@pytest.mark.parametrize("keep_io", [True, False])
+def test_layernorm_epsilon_survives_onnxruntime_fusion(keep_io, tmp_path):
+    """A float16 LayerNorm with eps = 1e-6 (ViT/DeiT/ConvNeXt) was fused by onnxruntime 1.20..1.26 with eps 1e-5:
+    LayerNormFusion reads the Add's constant only when it is float32 (layer_norm_fusion.cc). On rows whose
+    variance is ~1e-6 the fused model then differed from the unfused one by 1.19 (measured with 1.20.1, 1.23.2
+    and 1.26.0; 1.30 reads float16). The normalisation now stays float32 between Casts that the fusion absorbs:
+    the fused LayerNormalization carries the model's float32 epsilon and reads the float16 input."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+        *layernorm_nodes("h", "ln_"),
+        helper.make_node("MatMul", ["ln_out", "W"], ["y"], name="mm2"),
+    ]
+    inits = [i for i in layernorm_inits() if i.name != "eps"] + [init("eps", np.float32(1e-6))]
+    inits.append(init("W", (rng.standard_normal((W, W)) / 4).astype(np.float32)))
+    model = make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])], inits)
+    result = fp16.convert_float16(model, keep_io_types=keep_io)
+    assert _fused_epsilons(result.model, tmp_path) == [np.float32(1e-6)]
+    assert precisions(result)["mm"] == precisions(result)["ln_mulg"] == precisions(result)["ln_addb"] == "fp16"
+    tiny = {"x": (rng.standard_normal((8, W)) * 4e-3).astype(np.float32)}  # LayerNorm input variance ~1e-6
+    fused = _run(result.model, tiny, onnx_level("ORT_ENABLE_ALL"))
+    unfused = _run(result.model, tiny, onnx_level("ORT_DISABLE_ALL"))
+    np.testing.assert_allclose(fused, unfused, atol=2e-2)
+    np.testing.assert_allclose(fused, _run(model, tiny, onnx_level("ORT_DISABLE_ALL")), atol=5e-2)
+
+
+def onnx_level(name: str):
+    import onnxruntime as ort
+
+    return getattr(ort.GraphOptimizationLevel, name)
+
+
+def test_layernorm_with_default_epsilon_stays_float16_whole():
+    """eps = 1e-5 is what ORT writes when it cannot read the constant: nothing to protect, no Cast added."""
+    result = fp16.convert_float16(matmul_ln(), keep_io_types=False)
+    assert set(precisions(result).values()) == {"fp16"}
+    assert sum(n.op_type == "Cast" for n in result.model.graph.node) == 0
+
+
+def test_layernorm_without_gamma_and_beta_keeps_its_epsilon_float16():
+    """ORT fuses a LayerNorm only with its Mul(gamma) and Add(beta): without them no fused node reads the epsilon,
+    so nothing moves to float32 (no Cast) even with eps = 1e-6, residual Add in front or not."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+        helper.make_node("Add", ["m", "x"], ["h"], name="residual"),
+        *layernorm_nodes("h", "ln_")[:7],
+    ]
+    inits = [init("two", np.float32(2)), init("eps", np.float32(1e-6)), init("W", np.eye(W, dtype=np.float32))]
+    model = make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("ln_n", TensorProto.FLOAT, ["b", W])], inits)
+    result = fp16.convert_float16(model, keep_io_types=False)
+    assert set(precisions(result).values()) == {"fp16"}
+    assert sum(n.op_type == "Cast" for n in result.model.graph.node) == 0

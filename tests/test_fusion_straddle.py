@@ -27,6 +27,7 @@ import onnxruntime as ort
 import pytest
 
 import olive_fp16_pass as fp16
+from olive_fp16_pass.precision_plan import Rule
 from olive_fp16_pass.runtime import provider_status
 from tests.helpers import feeds_for
 from tests.models import FUSION_PATTERNS
@@ -97,7 +98,10 @@ def test_a_split_fusion_loads_and_is_accurate(name, member, keep_io):
     result = fp16.convert_float16(model, keep_io_types=keep_io, node_block_list=[member])
     precision = {d.node: d.precision.value for d in result.report.decisions}
     assert precision[member] == "fp32"
-    assert "fp16" in precision.values(), precision  # the boundary really runs through the pattern
+    others = [d for d in result.report.decisions if d.node != member]
+    if not all(d.rule is Rule.FLOAT32_NEIGHBOURS for d in others):  # else no boundary is left to test: a
+        # movement node between float32 ends (Transpose on a keep_io input -> blocked MatMul) stays float32
+        assert "fp16" in precision.values(), precision  # the boundary really runs through the pattern
     assert not [n for n in result.report.notes if n.startswith("load check")], result.report.notes
     feeds = _feeds(model)
     reference = run_all_optimizations(model, feeds)

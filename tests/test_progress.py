@@ -45,12 +45,20 @@ def test_plain_progress_prints_at_powers_of_two_and_at_the_end():
     assert "\r" not in stream.getvalue()
 
 
-def test_progress_bar_is_tqdm_when_installed_and_silent_when_disabled(capsys):
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_is_tqdm_on_a_terminal_and_silent_when_disabled(capsys):
     from tqdm import tqdm
 
-    bar = progress_bar("search", "candidate")
+    terminal = _Terminal()
+    bar = progress_bar("search", "candidate", stream=terminal)
     assert isinstance(bar, tqdm)
+    bar.update(1)
     bar.close()
+    assert "search" in terminal.getvalue()
     capsys.readouterr()
     silent = progress_bar("search", "candidate", enabled=False)
     silent.update(3)
@@ -58,7 +66,26 @@ def test_progress_bar_is_tqdm_when_installed_and_silent_when_disabled(capsys):
     assert capsys.readouterr() == ("", "")
 
 
-def _amp(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+def test_progress_bar_prints_plain_lines_where_the_stream_is_no_terminal():
+    """tqdm wrote its redraws, `\r`-separated, into CI logs and Olive's log files: off a terminal, plain lines."""
+    log = io.StringIO()
+    bar = progress_bar("mixed precision search", "candidate", stream=log)
+    for _ in range(5):
+        bar.update(1)
+    bar.close()
+    assert "\r" not in log.getvalue()
+    assert log.getvalue().splitlines()[-1].startswith("mixed precision search: 5 candidates, done")
+
+
+def test_amp_with_tqdm_into_a_log_has_no_carriage_returns(tmp_path):
+    """The real thing: `olive-fp16 amp` with tqdm installed and stderr redirected, as in CI."""
+    proc = _amp(tmp_path, with_tqdm=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "\r" not in proc.stderr, proc.stderr[-2000:]
+    assert re.search(r"mixed precision search: \d+ candidates?, done", proc.stderr), proc.stderr[-2000:]
+
+
+def _amp(tmp_path: Path, *extra: str, with_tqdm: bool = False) -> subprocess.CompletedProcess:
     model = tmp_path / "mlp.onnx"
     onnx.save(benign_mlp(), model)
     args = [
@@ -74,8 +101,9 @@ def _amp(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
         "CPUExecutionProvider",
         *extra,
     ]
+    command = ["-m", "olive_fp16_pass.cli"] if with_tqdm else ["-c", WITHOUT_TQDM]
     return subprocess.run(
-        [sys.executable, "-c", WITHOUT_TQDM, *map(str, args)],
+        [sys.executable, *command, *map(str, args)],
         cwd=REPO,
         env=ENV,
         capture_output=True,

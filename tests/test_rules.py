@@ -26,7 +26,8 @@ from olive_fp16_pass.mixed_precision import auto_mixed_precision
 from olive_fp16_pass.options import OPTION_NAMES, ConversionOptions, add_cli_flags, options_from_cli, pass_params
 from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
 from olive_fp16_pass.switchable import SwitchableEmulation
-from tests.helpers import init, make_model, vi
+from tests.helpers import count_ops, init, make_model, run, vi
+from tests.models import lightgbm_like_regressor
 
 
 def contexts(proto: onnx.ModelProto, options: ConversionOptions | None = None, forced=None):
@@ -326,6 +327,57 @@ def test_weight_range_underflow_only_for_factors():
     vanished = ask(rules.weight_range, _mul(1e-8, op="Add", name="add"), "add")
     assert vanished.rule is Rule.WEIGHT_UNDERFLOW and "becomes 0" in vanished.detail
     assert ask(rules.weight_range, _biased("Conv", 1e-8), "node") is None  # a vanished bias guards nothing
+
+
+def test_float32_neighbours():
+    """Identity/Reshape/Transpose between a tree ensemble (float32) and keep_io's float32 I/O stay float32."""
+    model, keep = lightgbm_like_regressor(), ConversionOptions(keep_io_types=True)
+    for name in ("id_in", "reshape", "transpose"):
+        decision = ask(rules.float32_neighbours, model, name, keep)
+        assert decision.rule is Rule.FLOAT32_NEIGHBOURS and "'tree'" in decision.detail, name
+    assert "output 'y' (keep_io_types)" in ask(rules.float32_neighbours, model, "transpose", keep).detail
+    assert ask(rules.float32_neighbours, model, "reshape") is None  # float16 graph output: a real boundary
+    assert ask(rules.float32_neighbours, model, "tree", keep) is None  # not a movement op
+    assert ask(rules.float32_neighbours, _mul(), "mul") is None
+
+
+def _movement_around_compute() -> onnx.ModelProto:
+    """tree (float32) -> Reshape -> Relu -> Transpose -> output: the Relu is real compute, float16."""
+    proto = lightgbm_like_regressor()
+    graph = proto.graph
+    transpose = next(n for n in graph.node if n.name == "transpose")
+    transpose.input[0] = "relu_out"
+    graph.node.insert(3, helper.make_node("Relu", ["r"], ["relu_out"], name="relu"))
+    return proto
+
+
+def test_float32_neighbours_does_not_cascade_into_compute():
+    """A float16 compute node next to the island keeps it float16: the rule never moves compute, and it judges
+    neighbours by the rules before it, so one kept island cannot make the next node float32."""
+    proto = _movement_around_compute()
+    keep = ConversionOptions(keep_io_types=True)
+    assert ask(rules.float32_neighbours, proto, "reshape", keep) is None
+    assert ask(rules.float32_neighbours, proto, "transpose", keep) is None
+    result = convert_float16(proto, keep_io_types=True)
+    precision = {d.node: d.precision for d in result.report.decisions}
+    assert precision["relu"] is precision["reshape"] is precision["transpose"] is Precision.FP16
+    assert precision["id_in"] is Precision.FP32  # its own island, between x and the tree
+
+
+def test_lightgbm_like_model_with_keep_io_has_no_useless_casts():
+    """keep_io_types=True gave 4 Casts: Identity and Reshape/Transpose in float16 between float32 nodes."""
+    model = lightgbm_like_regressor()
+    result = convert_float16(model, keep_io_types=True)
+    assert count_ops(result.model, "Cast") == 0 == result.report.casts_inserted
+    feeds = {"x": np.random.default_rng(0).uniform(0, 1, (3, 4)).astype(np.float32)}
+    np.testing.assert_array_equal(run(result.model, feeds)[0], run(model, feeds)[0])
+    rules_of = {d.node: d.rule for d in result.report.fp32_nodes}
+    assert rules_of == {
+        "id_in": Rule.FLOAT32_NEIGHBOURS,
+        "tree": Rule.NO_FP16_IN_SCHEMA,
+        "reshape": Rule.FLOAT32_NEIGHBOURS,
+        "transpose": Rule.FLOAT32_NEIGHBOURS,
+    }
 
 
 def test_converted_is_last_and_always_answers():

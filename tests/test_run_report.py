@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 pytest.importorskip("skimage")  # the showcase's evaluator needs the `olive` extra
 
 from olive_fp16_pass.showcase.denoise_eval import cap_psnr, latency_figures
-from olive_fp16_pass.showcase.image_quality import comparison_picture, panel_labels
+from olive_fp16_pass.showcase.image_quality import (
+    NONFINITE_ERROR,
+    PSNR_IDENTICAL_DB,
+    comparison_picture,
+    fidelity,
+    panel_labels,
+    task_quality,
+)
 from olive_fp16_pass.showcase.run_report import compare_latency, resolve_goals, speed_words
 
 SPEED = (
@@ -22,6 +31,28 @@ def test_only_psnr_is_capped():
     """CPU latencies of 308/237/235 ms once all read 200: the cap is for infinite PSNR only."""
     capped = cap_psnr({"latency_ms": 308.0, "latency_p90_ms": 412.0, "psnr_vs_fp32": float("inf"), "nonfinite": 0})
     assert capped == {"latency_ms": 308.0, "latency_p90_ms": 412.0, "psnr_vs_fp32": 200.0, "nonfinite": 0.0}
+
+
+def test_identical_images_have_a_json_number_for_psnr():
+    """fidelity() gave float('inf') for identical outputs: the sidecar (*.eval.json) then held `Infinity`,
+    which strict JSON readers (jq, JavaScript, the run report's schema check) refuse."""
+    image = np.random.default_rng(0).uniform(0, 1, (1, 3, 16, 16))
+    figures = fidelity(image, image) | task_quality(image, image)
+    assert figures["psnr_vs_fp32"] == figures["psnr_vs_clean"] == PSNR_IDENTICAL_DB
+    json.dumps(figures, allow_nan=False)  # raises on inf / nan
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_pixels_give_finite_documented_figures(bad):
+    """A NaN or Inf pixel gave max_abs inf (NaN) or 1.8e308 (+inf, through np.nan_to_num) and a NaN p99.9:
+    now it counts as NONFINITE_ERROR, every figure is finite, and `nonfinite` says how many."""
+    reference = np.random.default_rng(1).uniform(0, 1, (1, 3, 16, 16))
+    candidate = reference.copy()
+    candidate[0, 0, 0, :2] = bad
+    figures = fidelity(candidate, reference)
+    json.dumps(figures, allow_nan=False)
+    assert figures["nonfinite"] == 2 and figures["max_abs_vs_fp32"] == NONFINITE_ERROR
+    assert figures["psnr_vs_fp32"] < 0 and figures["p999_abs_vs_fp32"] > 0
 
 
 def test_latency_is_a_median_with_its_spread():

@@ -32,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 
 from olive_fp16_pass.runtime import ProviderFallbackError
-from olive_fp16_pass.showcase.image_quality import fidelity, task_quality
+from olive_fp16_pass.showcase.image_quality import PSNR_IDENTICAL_DB, fidelity, task_quality
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 FP32_MODEL = MODELS_DIR / "denoiser.onnx"
@@ -53,9 +53,8 @@ def eval_images(size: int, sigma: float, seed: int) -> tuple[list[np.ndarray], l
     return clean, [add_noise(img, sigma=sigma, seed=seed + i) for i, img in enumerate(clean)]
 
 
-#: Largest PSNR reported, in dB. Olive stores metric values as JSON numbers, so an infinite PSNR (outputs
-#: identical to the reference) is written as this value; it applies to PSNR figures only, never to latency.
-PSNR_IDENTICAL_DB = 200.0
+# PSNR_IDENTICAL_DB (image_quality.py): Olive stores metric values as JSON numbers, so an infinite PSNR (outputs
+# identical to the reference) is written as that value; it applies to PSNR figures only, never to latency.
 PSNR_KEYS = ("psnr_vs_fp32", "psnr_vs_clean")
 
 
@@ -267,6 +266,6 @@ def evaluate_denoiser(
     model_file = Path(model.model_path)
     if model_file.resolve() == reference_path.resolve():  # the input model: its figures are in Olive's footprint
         return result
-    model_file.with_suffix(".eval.json").write_text(json.dumps(sidecar, indent=2, default=float))
+    model_file.with_suffix(".eval.json").write_text(json.dumps(sidecar, indent=2, default=float, allow_nan=False))
     np.savez(model_file.with_suffix(".eval.npz"), noisy=noisy[0], reference=reference[0], output=outputs[0])
     return result
