@@ -418,8 +418,9 @@ def keep_units_whole(model: ir.Model, units: list[FusionUnit], classified, optio
 ORT_DEFAULT_EPSILON = 1e-5
 
 
-def _keep_epsilon_float32(unit: FusionUnit, classified, labels) -> str | None:
-    """Run a float16 LayerNorm's normalisation in float32 when its epsilon is not ORT's default; return a note.
+def epsilon_core(unit: FusionUnit, decisions) -> str | None:
+    """Why a float16 LayerNorm unit's normalisation (`unit.core`) must run in float32, or None: its epsilon is
+    not ORT's default. `decisions`: node id -> NodeDecision (the conversion's plan, or the search's candidate).
 
     onnxruntime up to 1.26 (1.30 reads float16 too) takes LayerNormalization's epsilon from the Add's constant
     only where it is float32, else writes 1e-5: a float16 LayerNorm with eps = 1e-6 (ViT, DeiT, ConvNeXt) was
@@ -430,7 +431,6 @@ def _keep_epsilon_float32(unit: FusionUnit, classified, labels) -> str | None:
     Skipped where another float32 node reads the input (the Cast would then have a third consumer and not be
     absorbed: LayerNormalization would read float32 x with float16 gamma and fail to load).
     """
-    decisions = classified.plan.decisions
     members = [n for n in unit.nodes if id(n) in decisions]
     if unit.kind != "LayerNorm" or unit.epsilon is None or not unit.core or len(members) != len(unit.nodes):
         return None
@@ -442,10 +442,17 @@ def _keep_epsilon_float32(unit: FusionUnit, classified, labels) -> str | None:
         return None  # without gamma and beta ORT does not fuse it: its epsilon is the model's
     if _other_float32_reader(unit, decisions):
         return None
-    detail = (
+    return (
         f"epsilon {unit.epsilon:.3g}: onnxruntime <= 1.26 fuses a float16 LayerNorm with epsilon 1e-5 (it reads "
         "only a float32 one), so the normalisation stays float32 between two Casts that the fusion absorbs"
     )
+
+
+def _keep_epsilon_float32(unit: FusionUnit, classified, labels) -> str | None:
+    """The conversion's side of `epsilon_core`: the core set to float32 in the plan, and a note."""
+    detail = epsilon_core(unit, classified.plan.decisions)
+    if detail is None:
+        return None
     for node in unit.core:
         _set_fp32(classified, node, Rule.FUSION_BOUNDARY, detail)
     first = labels[id(unit.core[0])]

@@ -39,7 +39,7 @@ from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.error_ranking import Ranking, magnitudes, rank_nodes, relative_errors
 from olive_fp16_pass.errors import Float16Error, first_line
 from olive_fp16_pass.float16 import ConversionResult, mark_sentinels
-from olive_fp16_pass.fusion_units import ir_units
+from olive_fp16_pass.fusion_units import epsilon_core, ir_units
 from olive_fp16_pass.graph_edit import expose_outputs
 from olive_fp16_pass.node_cost import NodeCost, fp16_share, give_back_order, links_of, node_costs, static_shapes
 from olive_fp16_pass.options import ConversionOptions
@@ -142,6 +142,7 @@ class MixedPrecisionSearch:
         try:
             abs_max = self.measure()
             final, notes = self.choose(abs_max)
+            final = self.keep_epsilons(final, notes)
         finally:
             self.bar.close()
         result = self.builder.build(final.forced)
@@ -170,6 +171,29 @@ class MixedPrecisionSearch:
                 )
                 return candidate, notes
         return chosen, notes
+
+    def keep_epsilons(self, final: Candidate, notes: list[str]) -> Candidate:
+        """The pick with the normalisation of its float16 LayerNorms whose epsilon is not ORT's default kept
+        float32, as the Float16 conversion does (fusion_units.epsilon_core: onnxruntime <= 1.26 would fuse them
+        with epsilon 1e-5); validated and load-checked once more, kept only if it passes."""
+        if not final.passed:
+            return final
+        by_label = {d.node: d for d in self.validator.decisions(final.forced)}
+        labels = {id(node): self.model.label(node) for node in self.model.nodes}
+        decisions = {key: by_label[label] for key, label in labels.items() if label in by_label}
+        extra: Forced = {}
+        for unit in ir_units(self.model.ir.graph):
+            detail = epsilon_core(unit, decisions)
+            for node in unit.core if detail else ():
+                extra.setdefault(self.model.label(node), ForcedDecision(Rule.FUSION_BOUNDARY, detail, Origin.FUSED))
+        if not extra:
+            return final
+        stage = f"LayerNorm epsilon float32 (+{len(extra)} nodes)"
+        candidate = self.validate({**final.forced, **extra}, self.feeds, self.reference, stage)
+        if not candidate.passed:
+            return final
+        notes.append(f"{len(extra)} nodes of LayerNorms whose epsilon is not 1e-5 kept float32 (fusion_units.py)")
+        return candidate
 
     # -- measuring ------------------------------------------------------------------------------------------------
     def measure(self) -> dict[str, float]:

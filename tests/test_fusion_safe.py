@@ -243,14 +243,7 @@ def test_layernorm_epsilon_survives_onnxruntime_fusion(keep_io, tmp_path):
     and 1.26.0; 1.30 reads float16). The normalisation now stays float32 between Casts that the fusion absorbs:
     the fused LayerNormalization carries the model's float32 epsilon and reads the float16 input."""
     rng = np.random.default_rng(0)
-    nodes = [
-        helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
-        *layernorm_nodes("h", "ln_"),
-        helper.make_node("MatMul", ["ln_out", "W"], ["y"], name="mm2"),
-    ]
-    inits = [i for i in layernorm_inits() if i.name != "eps"] + [init("eps", np.float32(1e-6))]
-    inits.append(init("W", (rng.standard_normal((W, W)) / 4).astype(np.float32)))
-    model = make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])], inits)
+    model = _layernorm_eps_model(rng)
     result = fp16.convert_float16(model, keep_io_types=keep_io)
     assert _fused_epsilons(result.model, tmp_path) == [np.float32(1e-6)]
     assert precisions(result)["mm"] == precisions(result)["ln_mulg"] == precisions(result)["ln_addb"] == "fp16"
@@ -259,6 +252,32 @@ def test_layernorm_epsilon_survives_onnxruntime_fusion(keep_io, tmp_path):
     unfused = _run(result.model, tiny, onnx_level("ORT_DISABLE_ALL"))
     np.testing.assert_allclose(fused, unfused, atol=2e-2)
     np.testing.assert_allclose(fused, _run(model, tiny, onnx_level("ORT_DISABLE_ALL")), atol=5e-2)
+
+
+def _layernorm_eps_model(rng) -> onnx.ModelProto:
+    """MatMul -> decomposed LayerNorm with eps = 1e-6 (ViT/DeiT/ConvNeXt) -> MatMul."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+        *layernorm_nodes("h", "ln_"),
+        helper.make_node("MatMul", ["ln_out", "W"], ["y"], name="mm2"),
+    ]
+    inits = [i for i in layernorm_inits() if i.name != "eps"] + [init("eps", np.float32(1e-6))]
+    inits.append(init("W", (rng.standard_normal((W, W)) / 4).astype(np.float32)))
+    return make_model(nodes, [vi("x", TensorProto.FLOAT, ["b", W])], [vi("y", TensorProto.FLOAT, ["b", W])], inits)
+
+
+def test_mixed_precision_keeps_the_layernorm_epsilon_too(tmp_path):
+    """auto_mixed_precision's pick gets the same protection (precision_search.keep_epsilons), validated once more:
+    its fused LayerNormalization carries the model's epsilon, not onnxruntime <= 1.26's 1e-5."""
+    rng = np.random.default_rng(0)
+    model = _layernorm_eps_model(rng)
+    data = [{"x": rng.standard_normal((8, W)).astype(np.float32)} for _ in range(4)]
+    result = fp16.auto_mixed_precision(model, data, rtol=1e-2, atol=1e-2, keep_io_types=True, progress=False)
+    search = result.report.search
+    assert search.criteria_met and search.holdout_met
+    assert any(h["stage"].startswith("LayerNorm epsilon float32") and h["passed"] for h in search.history)
+    assert _fused_epsilons(result.model, tmp_path) == [np.float32(1e-6)]
+    assert precisions(result)["mm"] == precisions(result)["ln_mulg"] == precisions(result)["ln_addb"] == "fp16"
 
 
 def onnx_level(name: str):
