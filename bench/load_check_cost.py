@@ -67,8 +67,14 @@ print("RESULT " + json.dumps({"figures": figures, "providers": load_check._provi
 """
 
 
-def parse_size(text: str) -> int:
+ENCODER = "bert-base"  # bench/transformer_model.py's encoder: real weight sizes, where prepacking shows
+
+
+def parse_size(text: str) -> int | str:
+    """1000, 1k, 5k: nodes of bench/synthetic.py's graph (16x16 weights); or `bert-base`."""
     text = text.strip().lower()
+    if text == ENCODER:
+        return text
     return int(float(text.rstrip("k")) * (1000 if text.endswith("k") else 1))
 
 
@@ -104,9 +110,9 @@ def best(runs: list[dict[str, Any]], key: str, index: int) -> float:
     return min(pair[index] for run in runs for pair in run["figures"][key])
 
 
-def table(results: dict[tuple[str, int], list[dict[str, Any]]], trees: list[str], sizes: list[int]) -> list[str]:
+def table(results: dict[tuple[str, Any], list[dict[str, Any]]], trees: list[str], sizes: list) -> list[str]:
     lines = [
-        "| nodes (requested) | tree | total without check s | total with check s | difference s | "
+        "| model (synthetic: nodes requested) | tree | total without check s | total with check s | difference s | "
         "check's own s | check's own CPU s |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
@@ -124,7 +130,9 @@ def table(results: dict[tuple[str, int], list[dict[str, Any]]], trees: list[str]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--trees", type=parse_trees, default={"this": REPO_ROOT}, help="name=checkout,...")
-    parser.add_argument("--sizes", type=lambda s: [parse_size(x) for x in s.split(",")], default=[1000, 5000])
+    parser.add_argument(
+        "--sizes", type=lambda s: [parse_size(x) for x in s.split(",")], default=[1000, 5000], help="1k,5k,bert-base"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="children per (tree, size), trees alternated")
     parser.add_argument("--repeat", type=int, default=1, help="measurements inside each child")
     parser.add_argument("--out", type=Path, default=None, help="result path without suffix")
@@ -134,15 +142,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.bench_env import environment, machine_lines, write_results
     from bench.synthetic import build_graph
+    from bench.transformer_model import build_encoder
 
     started = dt.datetime.now()
     env = environment("olive_fp16_pass (sha256 of this checkout's sources)")
     names = list(args.trees)
-    results: dict[tuple[str, int], list[dict[str, Any]]] = {(t, s): [] for t in names for s in args.sizes}
+    results: dict[tuple[str, Any], list[dict[str, Any]]] = {(t, s): [] for t in names for s in args.sizes}
     with tempfile.TemporaryDirectory(prefix="load_check_cost-") as tmp:
         for size in args.sizes:
             path = Path(tmp) / f"synthetic-{size}.onnx"
-            onnx.save(build_graph(size, seed=0), path)
+            onnx.save(build_encoder() if size == ENCODER else build_graph(size, seed=0), path)
             for round_ in range(args.rounds):
                 for tree in names if round_ % 2 == 0 else names[::-1]:
                     load = os.getloadavg()[0]
