@@ -68,6 +68,18 @@ def load_problem(model: bytes | str, provider: str) -> str | None:
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The session only loads, never runs: a pool of intra-op threads (one per core by default) is started and
+    # joined for nothing. One thread changes no graph rewrite (onnxruntime hands the pool to transformers only
+    # to parallelize weight repacking) and saves ~35 ms per session: 1k-node synthetic graph, CPU, 30 runs,
+    # median 0.201 -> 0.164 s CPU (bench/results/2026-12-03-loadcheck-cost.md).
+    options.intra_op_num_threads = 1
+    # Prepacking (a second, repacked copy of MatMul/Gemm/Conv weights for faster runs) happens after every
+    # graph rewrite and after the kernels are created (SessionState::FinalizeSessionState), so skipping it
+    # changes nothing about which fusions run or whether a fused kernel can be created. It is the part of a
+    # session that grows with the weights: BERT-base in float16, CPU, 6 interleaved sessions, CPU s median
+    # 0.624 -> 0.437; the 2.3 GB external-data model of tests/test_big_model.py, 2 each: 6.4-14.1 -> 1.9-3.0 s
+    # wall, peak RSS -128 MiB (bench/results/2026-12-03-loadcheck-cost.md).
+    options.add_session_config_entry("session.disable_prepacking", "1")
     try:
         session = ort.InferenceSession(model, options, providers=[provider])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types

@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from olive_fp16_pass import data_pairing, ir_serde
 from olive_fp16_pass.errors import ModelFileError, OptionError
 from olive_fp16_pass.external_data_checks import check_external_data, has_external_data
-from olive_fp16_pass.load_repair import validate
+from olive_fp16_pass.load_repair import scan_model, validate
 
 # protobuf cannot serialize a message of 2 GiB or more; above this we must write external data.
 PROTOBUF_LIMIT = 2**31 - 1
@@ -93,13 +93,14 @@ def load(model: onnx.ModelProto | str | os.PathLike) -> LoadedModel:
         path = Path(model)
         _check_readable_file(path)
         source, base, proto, files = str(path), path.parent, _read_proto(path), (path,)
-    external = has_external_data(proto)
+    scan = scan_model(proto)  # one walk for external data and for what validate repairs
+    external = scan.external
     if external:
         summary = check_external_data(
             proto, base, source, on_files=lambda found: data_pairing.check_pairs(proto, found, source)
         )
         files = (*files, *summary.files.values())
-    checked = validate(proto, source)
+    checked = validate(proto, source, scan)
     ir_model = ir_serde.deserialize_model(checked.proto)
     if external:
         set_base_dir(ir_model, Path(os.path.abspath(base)))

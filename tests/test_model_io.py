@@ -207,3 +207,75 @@ def test_malformed_sparse_initializer_is_refused():
     model.graph.sparse_initializer[0].indices.CopyFrom(numpy_helper.from_array(np.array([1, 99], np.int64), "W_idx"))
     with pytest.raises(ModelFileError, match="sparse initializer 'W' is malformed"):
         fp16.convert_float16(model)
+
+
+def _sparse_constant(name: str, dense: np.ndarray) -> onnx.NodeProto:
+    flat = np.flatnonzero(dense)
+    values = numpy_helper.from_array(dense.ravel()[flat].astype(np.float32), f"{name}_values")
+    indices = numpy_helper.from_array(flat.astype(np.int64), f"{name}_indices")
+    sparse = helper.make_sparse_tensor(values, indices, list(dense.shape))
+    return helper.make_node("Constant", [], [name], name=name, sparse_value=sparse)
+
+
+def test_sparse_constant_and_typeless_value_info_in_subgraphs_are_repaired():
+    """Loading finds what it repairs inside If branches too (load_repair.scan_model walks subgraphs once)."""
+    k = np.array([0.0, 2.0, -3.0], np.float32)
+    then_graph = helper.make_graph(
+        [_sparse_constant("k", k), helper.make_node("Mul", ["outer", "k"], ["t"], name="then_mul")],
+        "then",
+        [],
+        [vi("t", TensorProto.FLOAT, [3])],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Add", ["outer", "x"], ["e"], name="else_add")], "else", [], [vi("e", TensorProto.FLOAT, [3])]
+    )
+    else_graph.value_info.append(onnx.ValueInfoProto(name="e"))  # no type: trips type inference
+    model = make_model(
+        [
+            helper.make_node("Relu", ["x"], ["outer"], name="relu"),
+            helper.make_node("If", ["cond"], ["y"], then_branch=then_graph, else_branch=else_graph, name="if"),
+        ],
+        [vi("x", TensorProto.FLOAT, [3]), vi("cond", TensorProto.BOOL, [])],
+        [vi("y", TensorProto.FLOAT, [3])],
+    )
+    result = fp16.convert_float16(model)
+    notes = " ".join(result.report.notes)
+    assert "node 'k' attribute 'sparse_value': sparse Constant made dense" in notes
+    assert "dropped 1 value_info entries without a type in graph 'else'" in notes
+    x = np.array([1.0, -2.0, 3.0], np.float32)
+    got_then = run(result.model, {"x": x, "cond": np.array(True)})[0].astype(np.float32)
+    np.testing.assert_allclose(got_then, np.maximum(x, 0) * k, atol=1e-2)
+    got_else = run(result.model, {"x": x, "cond": np.array(False)})[0].astype(np.float32)
+    np.testing.assert_allclose(got_else, np.maximum(x, 0) + x, atol=1e-2)
+
+
+def test_external_data_inside_a_function_is_held_to_the_rules():
+    """A function body's Constant pointing out of the model's folder is refused like an initializer would be:
+    the one walk that tells load whether a model has external data covers functions."""
+    value = numpy_helper.from_array(np.ones(3, np.float32), "c")
+    value.ClearField("raw_data")
+    value.data_location = TensorProto.EXTERNAL
+    for key, entry in {"location": "../outside.bin", "offset": "0", "length": "12"}.items():
+        value.external_data.add(key=key, value=entry)
+    function = helper.make_function(
+        "local",
+        "AddConst",
+        ["a"],
+        ["b"],
+        [
+            helper.make_node("Constant", [], ["c"], name="body_const", value=value),
+            helper.make_node("Add", ["a", "c"], ["b"]),
+        ],
+        [helper.make_opsetid("", 17)],
+    )
+    model = make_model(
+        [helper.make_node("AddConst", ["x"], ["y"], domain="local", name="call")],
+        [vi("x", TensorProto.FLOAT, [3])],
+        [vi("y", TensorProto.FLOAT, [3])],
+        extra_opsets=[("local", 1)],
+    )
+    model.functions.append(function)
+    with pytest.raises(
+        ModelFileError, match=r"node 'body_const' attribute 'value' location '\.\./outside\.bin' leads out"
+    ):
+        fp16.convert_float16(model)
