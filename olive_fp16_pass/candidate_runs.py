@@ -211,7 +211,7 @@ class GatedValidator:
                 # the gated session's thread choice: a small model's session with onnxruntime's default thread
                 # pool took twice as long to create (enc300 of bench/amp_speed.py: 66 ms, 33 ms on one thread);
                 # the optimizations that run, fusions included, do not depend on it
-                session = self.sessions.session(model, emulation=False, threads=self.emulator.threads)
+                session = self.sessions.session(model, emulation=False, threads=self.emulator.threads, prepack=False)
                 outputs = run_session(session, feed)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             return [f"candidate failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"]

@@ -160,9 +160,16 @@ class SessionFactory:
         self.providers_seen: set[str] = set()
 
     def session(
-        self, model: onnx.ModelProto | ir.Model | bytes | str, *, emulation: bool, threads: int | None = None
+        self,
+        model: onnx.ModelProto | ir.Model | bytes | str,
+        *,
+        emulation: bool,
+        threads: int | None = None,
+        prepack: bool = True,
     ) -> ort.InferenceSession:
-        """`threads`: onnxruntime's intra-op threads (None: its default, one per core)."""
+        """`threads`: onnxruntime's intra-op threads (None: its default, one per core). `prepack=False`: no
+        repacked copy of the weights, for a session that runs once (a load check; load_check.py says why that
+        changes no rewrite)."""
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads is not None:
@@ -191,7 +198,7 @@ class SessionFactory:
         if supplied:
             values = [ort.OrtValue.ortvalue_from_numpy(array) for array in supplied.values()]
             options.add_external_initializers(list(supplied), values)
-        if self.big:
+        if self.big or not prepack:
             options.add_session_config_entry("session.disable_prepacking", "1")
             options.enable_cpu_mem_arena = False
         self.created += 1  # counted when tried: a session that fails to load costs the same
