@@ -203,6 +203,10 @@ class GatedValidator:
     def load_problems(self, forced: Forced, feed: Feed, reference: Mapping[str, np.ndarray]) -> list[str]:
         """The real mixed model must load and run with ORT's optimizations on (the CPU provider here), and stay
         finite where float32 is."""
+        if self.emulator.model.big:
+            # the gated session's mapped weights would add the model's size again to the candidate's own:
+            # closed before the candidate is converted (reopened, cheaply, when needed)
+            self.emulator.close()
         model = self.builder.build(forced).ir_model
         try:
             if self.emulator.model.big:
@@ -226,9 +230,7 @@ class GatedValidator:
 
     def _run_from_file(self, model, feed: Feed) -> list[np.ndarray]:
         """A big candidate runs from a temporary file: onnxruntime memory-maps its data instead of copying
-        weights handed over in memory (measured twice their size), and the gated session, whose mapped weights
-        would add the model's size again, is closed meanwhile (reopened, cheaply, when needed)."""
-        self.emulator.close()
+        weights handed over in memory (measured twice their size)."""
         with tempfile.TemporaryDirectory(prefix="olive_fp16_candidate_") as folder:
             path = save_model(model, Path(folder) / "candidate.onnx", external_data=True)
             session = self.sessions.session(str(path), emulation=False)

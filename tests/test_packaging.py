@@ -168,6 +168,7 @@ def _repository_files() -> set[str]:
 # onnxruntime's docs, GitHub actions, NVIDIA's image).
 GENERATED_OR_EXTERNAL_FOLDERS = {"outputs", "cache", "build", "wheels", "gpu_results", "feeds", "output_dir"}
 GENERATED_OR_EXTERNAL_FOLDERS |= {"olive", "docs", "actions", "nvidia"}
+GENERATED_OR_EXTERNAL_FOLDERS |= {"EDIT_ME"}  # the BYOM templates' placeholders, replaced by the README's sed
 USER_OR_GENERATED_FILES = {
     "model.onnx", "model.onnx.data", "model_fp16.onnx", "model_amp.onnx", "feeds.npz", "my_workflow.json",
     "report.json", "report.md", "amp.json", "compare.json", "comparison.png", "footprint.json",
