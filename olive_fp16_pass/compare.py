@@ -49,13 +49,13 @@ def abs_error_quantile(diff: np.ndarray, q: float) -> float:
     `np.quantile` interpolates `a + (b - a) * t`: with both neighbours inf that is inf - inf = NaN, so an
     output with more than 0.1% overflowed values reported its 99.9th percentile as NaN, which compares false
     with every bound. Here a quantile whose neighbours reach inf is inf (inf also when only the upper one is
-    and t > 0), and finite errors give exactly numpy's figure. `diff` is |error| with NaN already counted as inf.
+    and t > 0), and finite errors give exactly numpy's figure (its `_lerp`, from the two order statistics that
+    np.partition finds: np.quantile's own first call imports numpy.ma, 20 ms of a small model's whole search).
+    `diff` is |error| with NaN already counted as inf.
     """
     flat = np.asarray(diff, np.float64).ravel()
     if flat.size == 0:
         return 0.0
-    if not np.isposinf(flat).any():
-        return float(np.quantile(flat, q))
     position = (flat.size - 1) * q
     low = math.floor(position)
     high = min(low + 1, flat.size - 1)
@@ -64,7 +64,7 @@ def abs_error_quantile(diff: np.ndarray, q: float) -> float:
     t = position - low
     if math.isinf(a) or (math.isinf(b) and t > 0):
         return math.inf
-    return a + (b - a) * t
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 def output_error(
