@@ -32,13 +32,34 @@ class Ranking:
     cancellation: list[set[str]]
 
 
+def _flat(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """All arrays in one flat array, and their sizes."""
+    sizes = np.array([np.size(a) for a in arrays], np.int64)
+    flat = np.concatenate([np.ravel(a) for a in arrays]) if len(arrays) else np.zeros(0, np.float32)
+    return flat, sizes
+
+
+def _segment_means(flat: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The mean of each consecutive segment of `flat` (`sizes` long each; 0 for an empty one), in float64.
+
+    One concatenation and one reduction per run instead of three numpy calls per tensor (a ranking of enc300 of
+    bench/amp_speed.py reads 1,200 tensors)."""
+    means = np.zeros(len(sizes), np.float64)
+    present = sizes > 0
+    if present.any():
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[present]
+        means[present] = np.add.reduceat(np.asarray(flat, np.float64), starts) / sizes[present]
+    return means
+
+
 def magnitudes(samples: Sequence[Mapping[str, np.ndarray]], names: Iterable[str]) -> list[dict[str, float]]:
     """Per sample and tensor, the mean |value| of the float32 reference (0 for an empty tensor)."""
     names = list(names)
-    return [
-        {name: float(np.mean(np.abs(sample[name]), dtype=np.float64)) if sample[name].size else 0.0 for name in names}
-        for sample in samples
-    ]
+    out = []
+    for sample in samples:
+        flat, sizes = _flat([sample[name] for name in names])
+        out.append(dict(zip(names, _segment_means(np.abs(flat), sizes).tolist(), strict=True)))
+    return out
 
 
 def relative_errors(
@@ -49,18 +70,18 @@ def relative_errors(
 ) -> dict[str, float]:
     """Per tensor, the sum over samples of mean |candidate - reference| / (mean |reference| + 1e-6); inf when
     the candidate's tensor is not finite where it matters."""
-    error = dict.fromkeys(names, 0.0)
+    error = np.zeros(len(names), np.float64)
     for ref, means, run in zip(reference, magnitude_per_sample, runs, strict=True):
-        for name, candidate in zip(names, run, strict=True):
-            r = ref[name]
-            if not r.size:
-                continue
-            with np.errstate(invalid="ignore", over="ignore"):
-                # subtract in float64 without converting both operands first: one pass, as precise
-                difference = np.subtract(candidate, r, dtype=np.float64)
-                e = float(np.mean(np.abs(difference, out=difference)) / (means[name] + 1e-6))
-            error[name] += e if math.isfinite(e) else math.inf
-    return error
+        flat_r, sizes = _flat([ref[name] for name in names])
+        flat_c, sizes_c = _flat(run)
+        if not np.array_equal(sizes, sizes_c):
+            raise ValueError("ranking: a candidate tensor's size differs from the reference's")
+        with np.errstate(invalid="ignore", over="ignore"):
+            difference = np.subtract(flat_c, flat_r, dtype=np.float64)  # in float64: as precise as converting first
+            np.abs(difference, out=difference)
+            e = _segment_means(difference, sizes) / (np.array([means[n] for n in names], np.float64) + 1e-6)
+        error += np.where(np.isfinite(e), e, np.inf)
+    return dict(zip(names, error.tolist(), strict=True))
 
 
 def rank_nodes(
