@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,6 +186,21 @@ class Calibration:
         }
 
 
+def _feed_iterator(feeds: Iterable[Feed]) -> Iterator[Feed]:
+    """`feeds` as an iterator, or a Float16Error naming `calibration_data` (a single dict is the usual slip)."""
+    if isinstance(feeds, Mapping):
+        raise Float16Error(
+            "calibration_data: expected an iterable of feeds (dicts input name -> array), got a single dict: "
+            "wrap it in a list"
+        )
+    try:
+        return iter(feeds)
+    except TypeError:
+        raise Float16Error(
+            f"calibration_data: expected an iterable of feeds (dicts input name -> array), got {type(feeds).__name__}"
+        ) from None
+
+
 def calibrate(
     model: onnx.ModelProto | str | os.PathLike,
     feeds: Iterable[Feed],
@@ -202,17 +217,7 @@ def calibrate(
 
     start = time.perf_counter()
     margin = check_overflow_margin(overflow_margin)
-    if isinstance(feeds, Mapping):
-        raise Float16Error(
-            "calibration_data: expected an iterable of feeds (dicts input name -> array), got a single dict: "
-            "wrap it in a list"
-        )
-    try:
-        iterator = iter(feeds)
-    except TypeError:
-        raise Float16Error(
-            f"calibration_data: expected an iterable of feeds (dicts input name -> array), got {type(feeds).__name__}"
-        ) from None
+    iterator = _feed_iterator(feeds)
     if loaded is None:
         loaded = load(model)  # the checks and repairs of every route; external data stays memory-mapped
     base_dir = None
