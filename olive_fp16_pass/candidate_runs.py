@@ -56,12 +56,12 @@ class CandidateBuilder:
     def __init__(self, model: SearchModel, options: ConversionOptions) -> None:
         self.model = model
         self.options = options
-        self._key: tuple | None = None
+        self._key: frozenset | None = None
         self._built: ConversionResult | None = None
 
     def build(self, forced: Forced) -> ConversionResult:
         forced = self.model.with_bodies(forced)
-        key = tuple(sorted(forced))
+        key = frozenset(forced.items())  # the records, not only the labels: a label forced float16 or float32
         if self._key == key and self._built is not None:
             return self._built
         # check_runtime=False: the search's own sessions (and its load check) prove onnxruntime loads it.
@@ -84,8 +84,8 @@ class GatedEmulator:
         self.switchable = SwitchableEmulation(model, expose=model.float_names, round_at_use=model.big)
         self.threads = 1 if flops < SMALL_MODEL_FLOPS else None
         self.session = None
-        self._bound_key: tuple | None = None
-        self._binding = self._binding_session = None
+        self._bound_key: frozenset | None = None  # the candidate whose gates are bound on `_binding`
+        self._binding = None  # the session's I/O binding: reset with the session
         self._gates: np.ndarray | None = None
         self._typed_key: int | None = None
         self._typed: list[dict] = []
@@ -97,7 +97,7 @@ class GatedEmulator:
         """Drop the session (a big model's load check needs its memory); the next run opens it again."""
         self.session = None
         self._bound_key = None
-        self._binding = self._binding_session = None
+        self._binding = None
 
     def run(
         self, forced: Forced, feeds: list[Feed], names: list[str], select: slice = slice(None)
@@ -115,7 +115,7 @@ class GatedEmulator:
             return runs, classified
         # I/O binding: session.run() validates every input name in Python, 38 ms a run with the thousands of
         # gate inputs of a 1,500-node encoder, twice the run itself (bench/amp_speed.py).
-        key = (frozenset(forced), id(self.session))
+        key = frozenset(forced.items())
         if self._bound_key != key:
             gates, classified = self.switchable.gates(self.options, forced)
             self._bind_gates(gates)
@@ -136,8 +136,8 @@ class GatedEmulator:
         """Bind the gates of a candidate; on the session's binding, only those that differ from the last
         candidate's (two candidates differ in a few gates of thousands: binding all of them was 0.3 s of a
         2 s search on enc1500 of bench/amp_speed.py)."""
-        if self._binding is None or self._binding_session is not self.session:
-            self._binding, self._binding_session = self.session.io_binding(), self.session
+        if self._binding is None:  # a new session (close() drops the binding with it)
+            self._binding = self.session.io_binding()
             changed = range(len(gates))
         else:
             changed = np.flatnonzero(gates != self._gates).tolist()
@@ -212,9 +212,10 @@ class GatedValidator:
             if self.emulator.model.big:
                 outputs = self._run_from_file(model, feed)
             else:
-                # the gated session's thread choice: a small model's session with onnxruntime's default thread
-                # pool took twice as long to create (enc300 of bench/amp_speed.py: 66 ms, 33 ms on one thread);
-                # the optimizations that run, fusions included, do not depend on it
+                # one feed, on the gated session's thread choice (a small model runs faster on one thread: a gated
+                # run of enc300, idle 2-core machine, 1.41 ms vs 1.63 ms); creating the session costs the same
+                # either way on an idle machine, and which optimizations run, fusions included, does not depend
+                # on it
                 session = self.sessions.session(model, emulation=False, threads=self.emulator.threads, prepack=False)
                 outputs = run_session(session, feed)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types

@@ -41,3 +41,28 @@ def test_provider_path_ranks_on_the_gated_emulation_and_validates_real_candidate
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(outcome.result.model.SerializeToString(), options, providers=[CPU])
     assert session.run(None, feeds((2, 8, 16), n=1)[0])[0].shape == (2, 8, 16)
+
+
+def test_candidates_with_the_same_labels_but_other_decisions_are_not_confused():
+    """The real-candidate cache and the bound gates are keyed by the forced records, not only their labels: the
+    same node forced float16 (over an advisory rule) and then float32 are two candidates."""
+    from olive_fp16_pass.candidate_runs import CandidateBuilder, GatedEmulator
+    from olive_fp16_pass.precision_plan import ForcedDecision, Origin, Precision, Rule
+    from olive_fp16_pass.runtime import SessionFactory, choose_backend
+
+    model = SearchModel(layernorm_overflow_model(), None)
+    label = model.labels[0]
+    as_fp16 = {label: ForcedDecision(Rule.VALIDATED_FP16, "test", Origin.VALIDATED, precision=Precision.FP16)}
+    as_fp32 = {label: ForcedDecision(Rule.ACCURACY, "test", Origin.ACCURACY)}
+    options = ConversionOptions(keep_io_types=True)
+
+    def precision(decisions) -> Precision:
+        return next(d.precision for d in decisions if d.node == label)
+
+    builder = CandidateBuilder(model, options)
+    assert precision(builder.build(as_fp16).report.decisions) is Precision.FP16
+    assert precision(builder.build(as_fp32).report.decisions) is Precision.FP32
+    emulator = GatedEmulator(model, SessionFactory(choose_backend(CPU)), options, flops=0.0)
+    data = feeds((2, 8, 16), n=1)
+    assert precision(emulator.run(as_fp16, data, model.output_names)[1].plan.decisions.values()) is Precision.FP16
+    assert precision(emulator.run(as_fp32, data, model.output_names)[1].plan.decisions.values()) is Precision.FP32
