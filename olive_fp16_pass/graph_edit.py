@@ -96,8 +96,8 @@ class Placement:
 def insert_rounding(value: ir.Value, names: FreshNames, placement: Placement) -> ir.Value:
     """Cast(float16) -> Cast(float) right after `value` is produced; returns the rounded float32 copy.
 
-    The one way every float16-storage emulation (our plan, any float16 model, the search's gated model)
-    rounds a tensor.
+    How the emulation of a float16 model (emulation.py) rounds a tensor; the search's gated model writes the
+    same Cast pair as protobuf (switchable._cast_pair, for speed).
     """
     base = value.name or "tensor"
     half = ir.Value(name=names.fresh(f"{base}_f16"), type=ir.TensorType(F16), shape=value.shape)

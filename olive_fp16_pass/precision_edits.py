@@ -87,7 +87,7 @@ class _Wants:
             yield ("output", graph, i), self.of_output(graph, value)
 
 
-def _float_values(index: GraphIndex, types: ElementTypes) -> list[ir.Value]:
+def float_values(index: GraphIndex, types: ElementTypes) -> list[ir.Value]:
     """Every float32/float16 tensor once: graph inputs and initializers first, then node outputs in order."""
     found: list[ir.Value] = []
     seen: set[int] = set()
@@ -115,9 +115,9 @@ def assign_precisions(
 ) -> Assignment:
     """The precision every float tensor is stored in under `classified` (see the module docstring)."""
     wants = _Wants(model, index, types, classified, options)
-    float_values = _float_values(index, types)
+    values = float_values(index, types)
     assigned: dict[int, ir.DataType] = {}
-    for value in float_values:
+    for value in values:
         producer = value.producer()
         if types.get(value) == F16:
             dtype = F16
@@ -130,7 +130,7 @@ def assign_precisions(
         else:
             dtype = F16 if value.index() in classified.output_slots.get(id(producer), frozenset()) else F32
         assigned[id(value)] = dtype
-    return Assignment(float_values, assigned, wants)
+    return Assignment(values, assigned, wants)
 
 
 def _free_precision(value, producer, uses, classified: ClassifyResult) -> ir.DataType:
@@ -265,5 +265,6 @@ __all__ = [
     "Edits",
     "Retype",
     "assign_precisions",
+    "float_values",
     "plan_edits",
 ]

@@ -200,6 +200,7 @@ class SessionFactory:
             options.add_external_initializers(list(supplied), values)
         if self.big or not prepack:
             options.add_session_config_entry("session.disable_prepacking", "1")
+        if self.big:
             options.enable_cpu_mem_arena = False
         self.created += 1  # counted when tried: a session that fails to load costs the same
         session = ort.InferenceSession(data, options, providers=providers)

@@ -26,7 +26,7 @@ from olive_fp16_pass.classify import FP16_MAX
 from olive_fp16_pass.graph_edit import F16, F32, FreshNames
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.options import ConversionOptions
-from olive_fp16_pass.precision_edits import assign_precisions
+from olive_fp16_pass.precision_edits import assign_precisions, float_values
 from olive_fp16_pass.precision_plan import ForcedDecision
 from olive_fp16_pass.search_model import SearchModel
 
@@ -134,20 +134,8 @@ class _ProtoTwin:
 
 
 def _float32_values(index: GraphIndex, types: element_types.ElementTypes) -> list[ir.Value]:
-    """Every float32 tensor of the model once: graph inputs and initializers of every graph, then node outputs."""
-    values: list[ir.Value] = []
-    seen: set[int] = set()
-    for graph in index.graphs:
-        for value in (*graph.inputs, *graph.initializers.values()):
-            if id(value) not in seen and types.get(value) == F32:
-                seen.add(id(value))
-                values.append(value)
-    for node, _ in index.nodes:
-        for value in node.outputs:
-            if id(value) not in seen and value.name and types.get(value) == F32:
-                seen.add(id(value))
-                values.append(value)
-    return values
+    """Every float32 tensor once, in precision_edits' order; a node output only when it has a name."""
+    return [v for v in float_values(index, types) if types.get(v) == F32 and (v.name or v.producer() is None)]
 
 
 class SwitchableEmulation:
