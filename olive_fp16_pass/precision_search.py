@@ -39,7 +39,7 @@ from olive_fp16_pass.compare import Criteria, OutputError, compare_outputs
 from olive_fp16_pass.error_ranking import Ranking, magnitudes, rank_nodes, relative_errors
 from olive_fp16_pass.errors import Float16Error, first_line
 from olive_fp16_pass.float16 import ConversionResult, mark_sentinels
-from olive_fp16_pass.fusion_units import epsilon_core, ir_units
+from olive_fp16_pass.fusion_units import epsilon_core
 from olive_fp16_pass.graph_edit import expose_outputs
 from olive_fp16_pass.node_cost import NodeCost, fp16_share, give_back_order, links_of, node_costs, static_shapes
 from olive_fp16_pass.options import ConversionOptions
@@ -182,7 +182,7 @@ class MixedPrecisionSearch:
         labels = {id(node): self.model.label(node) for node in self.model.nodes}
         decisions = {key: by_label[label] for key, label in labels.items() if label in by_label}
         extra: Forced = {}
-        for unit in ir_units(self.model.ir.graph):
+        for unit in self.model.fusion_units:
             detail = epsilon_core(unit, decisions)
             for node in unit.core if detail else ():
                 extra.setdefault(self.model.label(node), ForcedDecision(Rule.FUSION_BOUNDARY, detail, Origin.FUSED))
@@ -359,7 +359,7 @@ class MixedPrecisionSearch:
     def _fusion_groups(self) -> dict[str, set[str]]:
         """label -> the labels of the fusion unit it belongs to (fusion_units.py): a unit moves as a whole."""
         fused: dict[str, set[str]] = {}
-        for unit in ir_units(self.model.ir.graph):
+        for unit in self.model.fusion_units:
             members = {self.model.label(node) for node in unit.nodes}
             for member in members:
                 fused.setdefault(member, set()).update(members)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import element_types, ir_serde
+from olive_fp16_pass.fusion_units import FusionUnit, ir_units
 from olive_fp16_pass.graph_walk import GraphIndex
 from olive_fp16_pass.model_io import estimate_size, set_base_dir
 from olive_fp16_pass.precision_plan import ForcedDecision, Precision
@@ -55,6 +57,11 @@ class SearchModel:
         if self.base_dir is not None:
             set_base_dir(model, self.base_dir)
         return model
+
+    @cached_property
+    def fusion_units(self) -> list[FusionUnit]:
+        """ORT's fusion patterns in the main graph (fusion_units.py), found once for the stages that read them."""
+        return ir_units(self.ir.graph)
 
     def label(self, node: ir.Node) -> str:
         """The node's label, exactly as the converter names it in its report."""
