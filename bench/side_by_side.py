@@ -28,6 +28,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 
 
+READERS = ("convert_speed.py", "amp_speed.py")
+
+
 def rows_of(script: str, result: dict) -> dict[str, float]:
     """The timed rows of one result file: label -> seconds."""
     if script == "convert_speed.py":
@@ -71,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     args = [a for a in ns.args if a != "--"]
     trees = {"base": ns.base.resolve(), "this": HERE}
+    if ns.script not in READERS:
+        raise SystemExit(f"side_by_side: no row reader for {ns.script} (one of {', '.join(READERS)})")
+    for name, tree in trees.items():
+        if not (tree / "bench" / ns.script).is_file():
+            raise SystemExit(f"side_by_side: --{name} {tree}: no bench/{ns.script} there (a checkout of this project?)")
     seen: dict[str, dict[str, list[float]]] = {"base": {}, "this": {}}
     digests: dict[str, set[str]] = {"base": set(), "this": set()}
     load = [os.getloadavg()]
