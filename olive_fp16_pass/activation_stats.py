@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 Feed = Mapping[str, np.ndarray]
 DEFAULT_OVERFLOW_MARGIN = 2.0
+# tensors of up to this many values are reduced together (ActivationStats.observe)
+_BATCHED_SIZE = 1 << 16
 
 
 @dataclass
@@ -79,7 +81,10 @@ class ActivationStats:
         if not array.size or array.dtype.kind != "f":
             return
         # max and -min: two reductions and no |array| copy (the reference run folds every tensor of the model)
-        peak = max(float(array.max()), -float(array.min()))  # NaN or inf when the tensor holds any
+        self._fold(name, array, max(float(array.max()), -float(array.min())))
+
+    def _fold(self, name: str, array: np.ndarray, peak: float) -> None:
+        """Fold in `array` whose max(max, -min) is `peak` (NaN or inf when the array holds any)."""
         bad = 0
         finite = array
         if not math.isfinite(peak):
@@ -100,9 +105,26 @@ class ActivationStats:
         stats.nonfinite += bad
 
     def observe(self, values: Iterable[tuple[str, Any]]) -> None:
-        """Fold in every tensor of one feed's run."""
+        """Fold in every tensor of one feed's run.
+
+        The small float32 tensors are reduced together, two numpy calls over one concatenated copy instead of
+        two per tensor: most tensors of a model are small, and per-call overhead was most of the reference run's
+        cost (enc300 of bench/amp_speed.py: 300 tensors of 512 values a feed, 0.98 ms a feed folded one by one,
+        0.43 ms together). Bigger tensors are reduced on their own: no copy of them."""
+        small: list[tuple[str, np.ndarray]] = []
         for name, value in values:
-            self.update(name, value)
+            array = np.asarray(value)
+            if array.dtype == np.float32 and 0 < array.size <= _BATCHED_SIZE:
+                small.append((name, array))
+            else:
+                self.update(name, array)
+        if small:
+            sizes = [array.size for _, array in small]
+            flat = np.concatenate([array.ravel() for _, array in small])
+            starts = np.cumsum([0, *sizes[:-1]])
+            peaks = np.maximum(np.maximum.reduceat(flat, starts), -np.minimum.reduceat(flat, starts)).tolist()
+            for (name, array), peak in zip(small, peaks, strict=True):
+                self._fold(name, array, peak)
         self.feeds += 1
 
     def abs_max(self) -> dict[str, float]:

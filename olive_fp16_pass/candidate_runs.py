@@ -24,12 +24,12 @@ import onnx
 
 from olive_fp16_pass.classify import ClassifyResult
 from olive_fp16_pass.float16 import ConversionResult, convert_with_options
-from olive_fp16_pass.model_io import save_model
+from olive_fp16_pass.model_io import LoadedModel, release_external, save_model
 from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, NodeDecision
 from olive_fp16_pass.runtime import SessionFactory, run_session, tensor_view
 from olive_fp16_pass.search_model import SearchModel
-from olive_fp16_pass.switchable import SwitchableEmulation, release_external
+from olive_fp16_pass.switchable import SwitchableEmulation
 
 Feed = Mapping[str, np.ndarray]
 Forced = Mapping[str, ForcedDecision]
@@ -50,8 +50,8 @@ def as_float32(value) -> np.ndarray:
 
 
 class CandidateBuilder:
-    """Converts candidates for real from fresh copies of the source; the last one is kept, so that the load
-    check, the held-out check and the result share one conversion."""
+    """Converts candidates for real; the last one is kept, so that the load check, the held-out check and the
+    result share one conversion."""
 
     def __init__(self, model: SearchModel, options: ConversionOptions) -> None:
         self.model = model
@@ -64,9 +64,25 @@ class CandidateBuilder:
         key = frozenset(forced.items())  # the records, not only the labels: a label forced float16 or float32
         if self._key == key and self._built is not None:
             return self._built
+        model = self.model
         # check_runtime=False: the search's own sessions (and its load check) prove onnxruntime loads it.
-        result = convert_with_options(self.model.fresh_ir(), self.options, forced=forced, check_runtime=False)
-        release_external(result.ir_model)
+        if model.base_dir is None and not model.big:
+            # Written as protobuf from the source proto and its analysed copy, which the conversion only reads,
+            # with the classification the gated emulation made of this candidate: no copy deserialized, no rule
+            # run again, no serialization (enc300 of bench/amp_speed.py: 22 ms a candidate built from a fresh
+            # onnx-ir copy, 8 ms so, and the load check no longer serializes it).
+            analysed = LoadedModel(model.ir, model.proto, external=False, analysis=(model.index, model.types))
+            result = convert_with_options(
+                model.proto,
+                self.options,
+                forced=forced,
+                check_runtime=False,
+                loaded=analysed,
+                classified=model.classified(self.options, forced),
+            )
+        else:  # external data, or big: converted in place on a fresh onnx-ir copy
+            result = convert_with_options(model.fresh_ir(), self.options, forced=forced, check_runtime=False)
+            release_external(result.ir_model)
         self._key, self._built = key, result
         return result
 
@@ -207,16 +223,18 @@ class GatedValidator:
             # the gated session's mapped weights would add the model's size again to the candidate's own:
             # closed before the candidate is converted (reopened, cheaply, when needed)
             self.emulator.close()
-        model = self.builder.build(forced).ir_model
+        built = self.builder.build(forced)
         try:
             if self.emulator.model.big:
-                outputs = self._run_from_file(model, feed)
+                outputs = self._run_from_file(built.ir_model, feed)
             else:
                 # one feed, on the gated session's thread choice (a small model runs faster on one thread: a gated
                 # run of enc300, idle 2-core machine, 1.41 ms vs 1.63 ms); creating the session costs the same
                 # either way on an idle machine, and which optimizations run, fusions included, does not depend
                 # on it
-                session = self.sessions.session(model, emulation=False, threads=self.emulator.threads, prepack=False)
+                session = self.sessions.session(
+                    built.held_form(), emulation=False, threads=self.emulator.threads, prepack=False
+                )
                 outputs = run_session(session, feed)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             return [f"candidate failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"]
@@ -254,7 +272,7 @@ class ProviderValidator:
     def run(self, forced: Forced, feeds: list[Feed], select: slice):
         built = self.builder.build(forced)
         if self._session is None or self._session[0] is not built:  # the first feed, then the others: one session
-            self._session = (built, self.sessions.session(built.ir_model, emulation=False))
+            self._session = (built, self.sessions.session(built.held_form(), emulation=False))
         session = self._session[1]
         outputs = [[as_float32(o) for o in run_session(session, feed)] for feed in feeds[select]]
         return outputs, built.report.decisions

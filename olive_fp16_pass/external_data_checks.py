@@ -39,6 +39,11 @@ def iter_tensors(proto: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str
         yield from _node_tensors(function.node, f"function '{function.name}'")
 
 
+def _where(node: onnx.NodeProto) -> str:
+    # formatted only for a node that holds a tensor: a walk over every node (has_external_data) formats none
+    return f"node '{node.name or node.op_type}' attribute"
+
+
 def _graph_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, str]]:
     for tensor in graph.initializer:
         yield tensor, f"initializer '{tensor.name}'"
@@ -50,23 +55,23 @@ def _graph_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, s
 
 def _node_tensors(nodes, scope: str) -> Iterator[tuple[onnx.TensorProto, str]]:
     for node in nodes:
-        where = f"node '{node.name or node.op_type}' attribute"
         for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t, f"{where} '{attr.name}'"
-            elif attr.type == onnx.AttributeProto.TENSORS:
+            kind = attr.type
+            if kind == onnx.AttributeProto.TENSOR:
+                yield attr.t, f"{_where(node)} '{attr.name}'"
+            elif kind == onnx.AttributeProto.TENSORS:
                 for tensor in attr.tensors:
-                    yield tensor, f"{where} '{attr.name}'"
-            elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
-                yield attr.sparse_tensor.values, f"{where} '{attr.name}' (values)"
-                yield attr.sparse_tensor.indices, f"{where} '{attr.name}' (indices)"
-            elif attr.type == onnx.AttributeProto.SPARSE_TENSORS:
+                    yield tensor, f"{_where(node)} '{attr.name}'"
+            elif kind == onnx.AttributeProto.SPARSE_TENSOR:
+                yield attr.sparse_tensor.values, f"{_where(node)} '{attr.name}' (values)"
+                yield attr.sparse_tensor.indices, f"{_where(node)} '{attr.name}' (indices)"
+            elif kind == onnx.AttributeProto.SPARSE_TENSORS:
                 for sparse in attr.sparse_tensors:
-                    yield sparse.values, f"{where} '{attr.name}' (values)"
-                    yield sparse.indices, f"{where} '{attr.name}' (indices)"
-            elif attr.type == onnx.AttributeProto.GRAPH:
+                    yield sparse.values, f"{_where(node)} '{attr.name}' (values)"
+                    yield sparse.indices, f"{_where(node)} '{attr.name}' (indices)"
+            elif kind == onnx.AttributeProto.GRAPH:
                 yield from _graph_tensors(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
+            elif kind == onnx.AttributeProto.GRAPHS:
                 for sub in attr.graphs:
                     yield from _graph_tensors(sub)
 

@@ -5,6 +5,7 @@ The public entry point of the Olive-free core: load -> element types -> classify
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import os
@@ -64,6 +65,11 @@ class ConversionResult:
         if self._proto is None:
             self._proto = ir_serde.serialize_model(self._ir)
         return self._proto
+
+    def held_form(self) -> onnx.ModelProto | ir.Model:
+        """The model as it is held (the proto if there is one): a session takes either form, and making the
+        other one costs a copy of the model."""
+        return self._proto if self._proto is not None else self._ir
 
     def save(
         self,
@@ -182,6 +188,7 @@ def convert_with_options(
     check_runtime: bool = True,
     load_check: bool = True,
     loaded: LoadedModel | None = None,
+    classified: classify_mod.ClassifyResult | None = None,
 ):
     """The pipeline behind `convert_float16`.
 
@@ -189,7 +196,10 @@ def convert_with_options(
     An `ir.Model` given here is converted in place (the search builds many candidates from one proto).
     `check_runtime=False` (the search, which loads every candidate itself) skips the fusion-unit rules and the
     load check; `load_check=False` skips only the load check. `loaded`: `model` as model_io.load gave it, used by
-    the first conversion instead of loading it again (it converts that copy in place); a repair loads afresh.
+    the first conversion instead of loading it again (it converts that copy in place, unless `model` is a
+    ModelProto without external data: that is written as protobuf and the copy only read); a repair loads
+    afresh. `classified`: the classification of `forced` on that very copy, made already (the search's,
+    SearchModel.classified), used instead of running the rules again; only with `check_runtime=False`.
     """
     # The conversion allocates millions of small objects and frees none of them before it ends: the cyclic
     # garbage collector's passes over them cost 30% of the time and grew faster than the graph (100k nodes:
@@ -199,7 +209,9 @@ def convert_with_options(
     try:
         base_forced = dict(forced or {})
         if not check_runtime or not load_check:
-            return _convert(model, options, base_forced, check_runtime, loaded)
+            return _convert(model, options, base_forced, check_runtime, loaded, classified)
+        if classified is not None:
+            raise ValueError("classified: only for a conversion without load check (check_runtime=False)")
         # A repair converts again from the untouched input; an ir.Model is edited in place, so keep a copy.
         source = ir_serde.serialize_model(model) if isinstance(model, ir.Model) else model
         attempts = iter([(model, loaded)])
@@ -225,6 +237,7 @@ def _convert(
     forced: Mapping[str, ForcedDecision],
     check_runtime: bool,
     loaded: LoadedModel | None = None,
+    classified: classify_mod.ClassifyResult | None = None,
 ):
     start = time.perf_counter()
     # A ModelProto without external data is edited as protobuf (emit_proto); anything else through onnx-ir.
@@ -245,7 +258,8 @@ def _convert(
     else:
         index = GraphIndex(ir_model)
         types = element_types.infer(ir_model, index)
-    classified = classify_mod.classify(ir_model, index, types, options, forced)
+    if classified is None:
+        classified = classify_mod.classify(ir_model, index, types, options, forced)
     fusion_notes: list[str] = []
     units = []
     if check_runtime:  # the search keeps its own fusion units (precision_search.py)
@@ -265,7 +279,9 @@ def _convert(
     else:
         added_note = None
     report = ConversionReport(
-        decisions=list(classified.plan.decisions.values()),
+        # copies: the report's decisions are edited later (mark_sentinels), and a classification made by the
+        # search shares its decisions with every other candidate's
+        decisions=[copy.copy(d) for d in classified.plan.decisions.values()],
         casts_inserted=stats.casts_inserted,
         initializers_converted=stats.initializers_converted,
         constants_converted=stats.constants_converted,

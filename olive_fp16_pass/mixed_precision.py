@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from olive_fp16_pass import ir_serde
 from olive_fp16_pass.compare import Criteria
@@ -134,7 +135,7 @@ def auto_mixed_precision(
     )
     base = ConversionOptions.from_mapping(given)
     criteria = Criteria(rtol, atol, max_abs, mean_abs, p999_abs, min_cosine, min_psnr, dict(per_output or {}))
-    proto, base_dir = _load_source(model)
+    proto, base_dir, loaded = _load_source(model)
     unknown = sorted(set(criteria.per_output) - {o.name for o in proto.graph.output})
     if unknown:
         raise Float16Error(f"per_output: {unknown} are not outputs of the model")
@@ -150,7 +151,7 @@ def auto_mixed_precision(
         progress,
         source=str(model) if not isinstance(model, onnx.ModelProto) else "model",
     )
-    search = MixedPrecisionSearch(SearchModel(proto, base_dir), feeds, holdout, backend, settings)
+    search = MixedPrecisionSearch(SearchModel(proto, base_dir, loaded), feeds, holdout, backend, settings)
     outcome = search.run()
     final = outcome.final
     if not final.passed and on_failure == "raise":
@@ -164,19 +165,22 @@ def auto_mixed_precision(
     return result
 
 
-def _load_source(model: ModelLike) -> tuple[onnx.ModelProto, Path | None]:
-    """The model as a ModelProto, and the folder of its external data (None: it holds all its data)."""
+def _load_source(model: ModelLike) -> tuple[onnx.ModelProto, Path | None, ir.Model]:
+    """The model as a ModelProto, the folder of its external data (None: it holds all its data), and the onnx-ir
+    copy loading made of it (the search analyses that one)."""
     if isinstance(model, onnx.ModelProto):
         if has_external_data(model):
             raise Float16Error(
                 "model: this ModelProto keeps its weights in external files and has no folder to find them in; "
                 "pass the model's path instead (or load it with onnx.load(path) to bring the data in memory)"
             )
-        return load(model).proto, None  # the checks and repairs of the path route (a cycle is refused, issue 14.2)
+        loaded = load(model)  # the checks and repairs of the path route (a cycle is refused, issue 14.2)
+        return loaded.proto, None, loaded.model
     # Lazily loaded: external tensors stay in their files (memory-mapped when read), so the search costs about
     # the model's size in memory, and the serialized proto only references them.
-    proto = ir_serde.serialize_model(load_model_file(model)[0])
-    return proto, Path(model).resolve().parent if has_external_data(proto) else None
+    ir_model, external = load_model_file(model)
+    proto = ir_serde.serialize_model(ir_model)
+    return proto, Path(model).resolve().parent if external else None, ir_model
 
 
 def _write_report(search: MixedPrecisionSearch, outcome: SearchOutcome, seconds: float) -> None:

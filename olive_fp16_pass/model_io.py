@@ -13,6 +13,7 @@ the writer's process id, so the next save to the same place removes what a kille
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -115,6 +116,16 @@ def load_model_file(path: str | os.PathLike) -> tuple[ir.Model, bool]:
     """
     loaded = load(path)
     return loaded.model, loaded.external
+
+
+def release_external(model: ir.Model) -> None:
+    """Unmap external tensors once read: a later read maps them again. Every mapped copy of a >2 GB model's
+    weights would otherwise stay resident in this process, once per copy of the model the search holds."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                with contextlib.suppress(BufferError):  # an array still reads it: keep that map
+                    value.const_value.release()
 
 
 def set_base_dir(model: ir.Model, base_dir: Path) -> None:

@@ -19,6 +19,7 @@ load or run counts as a failed candidate; the search goes on.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Mapping
@@ -125,7 +126,8 @@ class MixedPrecisionSearch:
         # Emulation approximates the GPU's kernels: accept there only within a fraction of each tolerance.
         criteria = settings.criteria
         self.criteria = criteria.tightened(settings.emulation_margin) if backend.emulated else criteria
-        self.sessions = SessionFactory(backend, model.base_dir, model.big)
+        # base_dir None: the source holds all its data (model_io.load checked it), so do its derived models
+        self.sessions = SessionFactory(backend, model.base_dir, model.big, in_memory=model.base_dir is None)
         self.builder = CandidateBuilder(model, self.options)
         self.sentinels = SentinelLookup(model.values, {})  # which tensors beyond range are masking sentinels
         self.tried = 0
@@ -139,6 +141,21 @@ class MixedPrecisionSearch:
 
     # -- the whole search -------------------------------------------------------------------------------------
     def run(self) -> SearchOutcome:
+        # The search allocates hundreds of thousands of small objects (protobuf, onnx-ir, arrays) that reference
+        # counting frees; the cyclic collector's passes over them were 3% of a search (enc300 of
+        # bench/amp_speed.py, sampled with py-spy). So it is off during the search, as during a conversion
+        # (float16.convert_with_options), and restored after; not for a big model, whose discarded onnx-ir
+        # copies (cycles: nodes and values point at each other) only the collector frees.
+        pause_gc = gc.isenabled() and not self.model.big
+        if pause_gc:
+            gc.disable()
+        try:
+            return self._run()
+        finally:
+            if pause_gc:
+                gc.enable()
+
+    def _run(self) -> SearchOutcome:
         try:
             abs_max = self.measure()
             final, notes = self.choose(abs_max)

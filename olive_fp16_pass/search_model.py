@@ -18,9 +18,11 @@ import onnx
 import onnx_ir as ir
 
 from olive_fp16_pass import element_types, ir_serde
+from olive_fp16_pass.classify import ClassifyResult, classify_base, with_forced
 from olive_fp16_pass.fusion_units import FusionUnit, ir_units
 from olive_fp16_pass.graph_walk import GraphIndex
-from olive_fp16_pass.model_io import estimate_size, set_base_dir
+from olive_fp16_pass.model_io import estimate_size, release_external, set_base_dir
+from olive_fp16_pass.options import ConversionOptions
 from olive_fp16_pass.precision_plan import ForcedDecision, Precision
 from olive_fp16_pass.runtime import BIG_MODEL_BYTES
 
@@ -31,12 +33,16 @@ class SearchModel:
 
     proto: onnx.ModelProto
     base_dir: Path | None
+    # the onnx-ir copy of `proto` that model_io.load made while checking it, if the caller has it: analysed
+    # instead of deserializing `proto` once more (2% of a search on enc300 of bench/amp_speed.py)
+    loaded: ir.Model | None = field(default=None, repr=False)
     ir: ir.Model = field(init=False)
     index: GraphIndex = field(init=False)
     types: element_types.ElementTypes = field(init=False)
 
     def __post_init__(self) -> None:
-        self.ir = self.fresh_ir()
+        self.ir = self.loaded if self.loaded is not None else self.fresh_ir()
+        self.loaded = None
         self.index = GraphIndex(self.ir)
         self.types = element_types.infer(self.ir, self.index)
         self.big = estimate_size(self.ir) >= BIG_MODEL_BYTES
@@ -50,6 +56,7 @@ class SearchModel:
         }
         self.float_names = list(self.values)
         self.bodies = self._bodies()
+        self._base: tuple[ConversionOptions, ClassifyResult] | None = None
 
     def fresh_ir(self) -> ir.Model:
         """A new onnx-ir copy of the source whose external tensors read from the model's folder."""
@@ -57,6 +64,19 @@ class SearchModel:
         if self.base_dir is not None:
             set_base_dir(model, self.base_dir)
         return model
+
+    def classified(self, options: ConversionOptions, forced: Mapping[str, ForcedDecision]) -> ClassifyResult:
+        """The candidate `forced` classified on the analysed copy: the rules run once (per options), then each
+        candidate only lays its forced nodes over them (`classify.with_forced`, which reads the rule order off
+        `rules.RULES`, so this gives what the Float16 conversion of the candidate gives). The gated emulation
+        and the real candidates read this one classification: re-running every rule per candidate was half the
+        search time on a 300-node encoder (bench/amp_speed.py)."""
+        if self._base is None or self._base[0] != options:
+            self._base = (options, classify_base(self.ir, self.index, self.types, options))
+            # The weight rules read every weight once; the maps would keep them resident beside the gated
+            # session's own (a 2.3 GB model: +2.3 GB of peak RSS, tests/test_big_model_amp.py).
+            release_external(self.ir)
+        return with_forced(self._base[1], forced)
 
     @cached_property
     def fusion_units(self) -> list[FusionUnit]:

@@ -10,7 +10,6 @@ final model (`precision_edits.assign_precisions`), so the emulation cannot drift
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,25 +38,24 @@ def _edge_key(kind: str, owner, index: int, labels: dict[int, str], graph_paths:
     return ("output", graph_paths[id(owner)], index)
 
 
-def release_external(model: ir.Model) -> None:
-    """Unmap external tensors once read: a later read maps them again. Every mapped copy of a >2 GB model's
-    weights would otherwise stay resident in this process, once per copy of the model the search holds."""
-    for graph in model.graphs():
-        for value in graph.initializers.values():
-            if isinstance(value.const_value, ir.ExternalTensor):
-                with contextlib.suppress(BufferError):  # an array still reads it: keep that map
-                    value.const_value.release()
-
-
 # Where exists from opset 9; older models (onnxmltools' LightGBM exports import opset 8) select with an If.
 WHERE_OPSET = 9
+
+
+def _cast(source: str, target: str, name: str, to: int) -> onnx.NodeProto:
+    # the NodeProto made directly: helper.make_node took twice as long (6.5 vs 3.3 us), for a thousand Casts
+    # per gated model of enc300 (bench/amp_speed.py)
+    node = onnx.NodeProto(op_type="Cast", input=[source], output=[target], name=name)
+    attribute = node.attribute.add()
+    attribute.name, attribute.type, attribute.i = "to", onnx.AttributeProto.INT, to
+    return node
 
 
 def _cast_pair(name: str, names: FreshNames) -> tuple[list[onnx.NodeProto], str]:
     """Cast(float16) -> Cast(float) of tensor `name`, and the name of the rounded float32 copy."""
     half, back = names.fresh(f"{name}_f16"), names.fresh(f"{name}_rounded")
-    down = helper.make_node("Cast", [name], [half], name=names.fresh(f"{name}_r16"), to=onnx.TensorProto.FLOAT16)
-    up = helper.make_node("Cast", [half], [back], name=names.fresh(f"{name}_r32"), to=onnx.TensorProto.FLOAT)
+    down = _cast(name, half, names.fresh(f"{name}_r16"), onnx.TensorProto.FLOAT16)
+    up = _cast(half, back, names.fresh(f"{name}_r32"), onnx.TensorProto.FLOAT)
     return [down, up], back
 
 
@@ -155,6 +153,7 @@ class SwitchableEmulation:
         runs."""
         if not isinstance(model, SearchModel):
             model = SearchModel(model, Path(base_dir) if base_dir is not None else None)
+        self.search_model = model
         self.analysis, self.index, self.types = model.ir, model.index, model.types
         self.graph_paths = self._graph_paths(self.index, self.analysis)
         values = _float32_values(self.index, self.types)
@@ -259,18 +258,8 @@ class SwitchableEmulation:
         return rounded
 
     def classify(self, options: ConversionOptions, forced: Mapping[str, ForcedDecision]) -> classify_mod.ClassifyResult:
-        """Classify once without the search's forced nodes, then per candidate only lay those over it.
-
-        Candidates differ only in `forced`; re-running every rule per candidate was half the search time
-        on a 300-node encoder (bench/amp_speed.py). `classify.with_forced` reads the rule order off
-        `rules.RULES`, so this gives what the Float16 conversion of the candidate gives."""
-        if getattr(self, "_base_options", None) != options:
-            self._base = classify_mod.classify_base(self.analysis, self.index, self.types, options)
-            self._base_options = options
-            # The weight rules read every weight once; the maps would keep them resident beside the gated
-            # session's own (a 2.3 GB model: +2.3 GB of peak RSS, tests/test_big_model_amp.py).
-            release_external(self.analysis)
-        return classify_mod.with_forced(self._base, forced)
+        """The candidate's classification, on the analysed model (SearchModel.classified)."""
+        return self.search_model.classified(options, forced)
 
     def gate_feed(self, gates: np.ndarray) -> dict[str, np.ndarray]:
         return {name: np.array(bool(g)) for name, g in zip(self.gate_names, gates, strict=True)}
