@@ -112,10 +112,13 @@ def assign_precisions(
     types: ElementTypes,
     classified: ClassifyResult,
     options: ConversionOptions,
+    values: list[ir.Value] | None = None,
 ) -> Assignment:
-    """The precision every float tensor is stored in under `classified` (see the module docstring)."""
+    """The precision every float tensor is stored in under `classified` (see the module docstring).
+    `values`: `float_values(index, types)`, if the caller keeps it (the gated emulation, once per candidate)."""
     wants = _Wants(model, index, types, classified, options)
-    values = float_values(index, types)
+    if values is None:
+        values = float_values(index, types)
     assigned: dict[int, ir.DataType] = {}
     for value in values:
         producer = value.producer()

@@ -131,9 +131,9 @@ class _ProtoTwin:
             graph.node.extend(copied.node)
 
 
-def _float32_values(index: GraphIndex, types: element_types.ElementTypes) -> list[ir.Value]:
-    """Every float32 tensor once, in precision_edits' order; a node output only when it has a name."""
-    return [v for v in float_values(index, types) if types.get(v) == F32 and (v.name or v.producer() is None)]
+def _float32_values(values: list[ir.Value], types: element_types.ElementTypes) -> list[ir.Value]:
+    """Of precision_edits.float_values, every float32 tensor; a node output only when it has a name."""
+    return [v for v in values if types.get(v) == F32 and (v.name or v.producer() is None)]
 
 
 class SwitchableEmulation:
@@ -156,7 +156,8 @@ class SwitchableEmulation:
         self.search_model = model
         self.analysis, self.index, self.types = model.ir, model.index, model.types
         self.graph_paths = self._graph_paths(self.index, self.analysis)
-        values = _float32_values(self.index, self.types)
+        self.float_values = float_values(self.index, self.types)  # every candidate's assignment walks them
+        values = _float32_values(self.float_values, self.types)
         gated = onnx.ModelProto()
         gated.CopyFrom(model.proto)  # the emulation model itself, edited here
         twin = _ProtoTwin(self.analysis, gated)
@@ -250,8 +251,7 @@ class SwitchableEmulation:
         # A finite weight beyond ±65504 is float16 only when `clamp_weights` clamps it: emulate the clamp
         # (infinities stay infinities, as in the converted model).
         data = np.where(np.isfinite(data), np.clip(data, -FP16_MAX, FP16_MAX), data)
-        with np.errstate(over="ignore"):
-            data = data.astype(np.float16).astype(np.float32)
+        data = data.astype(np.float16).astype(np.float32)  # finite values clipped: nothing overflows
         rounded = names.fresh(f"{value.name}_r")
         graph = producer.graph if producer is not None else value.graph
         twin.graphs[id(graph)].initializer.append(numpy_helper.from_array(data, rounded))
@@ -269,7 +269,7 @@ class SwitchableEmulation:
     ) -> tuple[np.ndarray, classify_mod.ClassifyResult]:
         """The gate vector of the candidate that `options` and `forced` describe (and its classification)."""
         classified = self.classify(options, forced or {})
-        assignment = assign_precisions(self.analysis, self.index, self.types, classified, options)
+        assignment = assign_precisions(self.analysis, self.index, self.types, classified, options, self.float_values)
         gates = np.zeros(len(self.edge_index), np.bool_)
         assigned, want = assignment.assigned, assignment.want
         for value, edges in self._edges:
