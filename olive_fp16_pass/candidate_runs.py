@@ -40,10 +40,6 @@ Forced = Mapping[str, ForcedDecision]
 SMALL_MODEL_FLOPS = 5e7
 
 
-# The two gate values, shared by every gate binding (no array per gate and candidate).
-_TRUE, _FALSE = np.array(True), np.array(False)
-
-
 def as_float32(value) -> np.ndarray:
     array = np.asarray(value)
     return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
@@ -157,9 +153,8 @@ class GatedEmulator:
             changed = range(len(gates))
         else:
             changed = np.flatnonzero(gates != self._gates).tolist()
-        names = self.switchable.gate_names
-        for k in changed:
-            self._binding.bind_cpu_input(names[k], _TRUE if gates[k] else _FALSE)
+        for name, value in self.switchable.gate_values(gates, changed):
+            self._binding.bind_cpu_input(name, value)
         self._gates = gates
 
     def _typed_feeds(self, feeds: list[Feed]) -> list[dict]:

@@ -3,15 +3,17 @@
 Each candidate differs only in which tensors are rounded to float16, and for whom. So the search builds one
 float32 model in which every (tensor, consumer) edge reads `Where(gate[e], rounded(tensor), tensor)`, with the
 gates fed as boolean inputs: validating a candidate is then a run with other gate values, not a new
-conversion plus a new session. That is what makes the search ~10x cheaper in sessions than bisection
-(bench/amp_speed.py). The gates of a candidate come from the very same plan/assignment code that converts the
-final model (`precision_edits.assign_precisions`), so the emulation cannot drift from the conversion.
+conversion plus a new session. A constant's edge into a node needs no Where: the node reads an input of its
+own, bound to the constant or to its rounded copy (`choices`). That is what makes the search ~10x cheaper in
+sessions than bisection (bench/amp_speed.py). The gates of a candidate come from the very same plan/assignment
+code that converts the final model (`precision_edits.assign_precisions`), so the emulation cannot drift from the
+conversion.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,18 @@ def _cast_pair(name: str, names: FreshNames) -> tuple[list[onnx.NodeProto], str]
     down = _cast(name, half, names.fresh(f"{name}_r16"), onnx.TensorProto.FLOAT16)
     up = _cast(half, back, names.fresh(f"{name}_r32"), onnx.TensorProto.FLOAT)
     return [down, up], back
+
+
+def _rounded_constant(data: np.ndarray) -> np.ndarray:
+    """A constant as the converted model stores it in float16, read back as float32. A finite weight beyond
+    ±65504 is float16 only when `clamp_weights` clamps it: the clamp is emulated (infinities stay infinities,
+    as in the converted model)."""
+    data = np.where(np.isfinite(data), np.clip(data, -FP16_MAX, FP16_MAX), data)
+    return data.astype(np.float16).astype(np.float32)  # finite values clipped: nothing overflows
+
+
+# The two gate values, shared by every gate binding (no array per gate and candidate).
+_TRUE, _FALSE = np.array(True), np.array(False)
 
 
 def _select(gate: str, rounded: str, value: str, chosen: str, names: FreshNames, where: bool) -> onnx.NodeProto:
@@ -162,12 +176,12 @@ class SwitchableEmulation:
         gated.CopyFrom(model.proto)  # the emulation model itself, edited here
         twin = _ProtoTwin(self.analysis, gated)
         self.edge_index: dict[tuple, int] = {}
+        # gate position -> (the constant, its float16-rounded copy), for a constant's edge into a node
+        self.choices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.gate_names = self._gate_edges(twin, values, round_at_use)
         twin.write()
         main = gated.graph
-        # One scalar boolean input per edge: a Gather of a gate vector per edge made every run execute two
-        # extra nodes per edge (a 1,500-node encoder: 43 ms a run; bench/amp_speed.py).
-        main.input.extend(helper.make_tensor_value_info(name, onnx.TensorProto.BOOL, []) for name in self.gate_names)
+        self._declare_inputs(main)
         wanted = set(expose or [])
         extra = [v.name for v in values if v.name in wanted]
         outputs = {o.name for o in main.output}
@@ -180,8 +194,9 @@ class SwitchableEmulation:
         self.exposed = extra
 
     def _gate_edges(self, twin: _ProtoTwin, values: list[ir.Value], round_at_use: bool) -> list[str]:
-        """Make every (float32 tensor, reader) edge read `Where(gate, rounded, tensor)`; returns the gates,
-        one boolean input per edge, numbered in `self.edge_index`."""
+        """Make every (float32 tensor, reader) edge read `Where(gate, rounded, tensor)`, or for a constant read
+        by a node an input of its own (`choices`); returns the inputs, one per edge, numbered in
+        `self.edge_index`."""
         index, labels = self.index, self.index.labels
         names = FreshNames(index)
         opsets = {o.domain: o.version for o in twin.proto.opset_import}
@@ -203,12 +218,24 @@ class SwitchableEmulation:
             if value.name:
                 self._edges.append((value, edges))
             at_use = round_at_use and value.producer() is None and value.const_value is not None
-            rounded = None if at_use else self._rounded(value, names, twin)
+            data = None if at_use else self._constant_data(value)
+            rounded = None
             for kind, owner, i in uses:
                 position = self.edge_index.setdefault(_edge_key(kind, owner, i, labels, self.graph_paths), len(gates))
                 edges.append((position, kind, owner, i))
+                if data is not None and kind == "node":
+                    # A constant read by a node: the reader reads an input of its own, bound to the constant or
+                    # its rounded copy per candidate. No Where, which copied the constant on every run (a
+                    # weight's whole size), and 12% fewer nodes in enc300's gated model (bench/amp_speed.py).
+                    choice = names.fresh(f"{value.name}_choice")
+                    gates.append(choice)
+                    self.choices[position] = (np.asarray(data, np.float32, order="C"), _rounded_constant(data))
+                    twin.nodes[id(owner)].input[i] = choice
+                    continue
                 gate = f"{GATES}_{position}"
                 gates.append(gate)
+                if rounded is None and not at_use:
+                    rounded = self._rounded(value, data, names, twin)
                 chosen = names.fresh(f"{value.name}_seen")
                 pair, seen = _cast_pair(value.name, names) if at_use else ([], rounded)
                 new = [*pair, _select(gate, seen, value.name, chosen, names, where)]
@@ -235,34 +262,56 @@ class SwitchableEmulation:
         return paths
 
     @staticmethod
-    def _rounded(value: ir.Value, names: FreshNames, twin: _ProtoTwin) -> str:
-        """The float16-rounded copy of `value`: an initializer of its own for constants, else two Casts."""
+    def _constant_data(value: ir.Value) -> np.ndarray | None:
+        """The data of a constant float32 tensor (an initializer or a Constant node's output), else None."""
         constant = value.const_value if value.is_initializer() and value.producer() is None else None
         producer = value.producer()
         if constant is None and producer is not None and producer.op_type == "Constant":
             # A Constant node's tensor is saturated like an initializer's when clamped (a masking sentinel):
             # a Cast pair would make -3.4e38 -inf where the converted model holds -65504.
             constant = classify_mod.constant_tensor(value)
-        if constant is None:
+        return None if constant is None else constant.numpy()
+
+    @staticmethod
+    def _rounded(value: ir.Value, data: np.ndarray | None, names: FreshNames, twin: _ProtoTwin) -> str:
+        """The float16-rounded copy of `value`: an initializer of its own for a constant (`data`), else two
+        Casts."""
+        if data is None:
             pair, rounded = _cast_pair(value.name, names)
             twin.after_producer(value, pair)
             return rounded
-        data = constant.numpy()
-        # A finite weight beyond ±65504 is float16 only when `clamp_weights` clamps it: emulate the clamp
-        # (infinities stay infinities, as in the converted model).
-        data = np.where(np.isfinite(data), np.clip(data, -FP16_MAX, FP16_MAX), data)
-        data = data.astype(np.float16).astype(np.float32)  # finite values clipped: nothing overflows
         rounded = names.fresh(f"{value.name}_r")
+        producer = value.producer()
         graph = producer.graph if producer is not None else value.graph
-        twin.graphs[id(graph)].initializer.append(numpy_helper.from_array(data, rounded))
+        twin.graphs[id(graph)].initializer.append(numpy_helper.from_array(_rounded_constant(data), rounded))
         return rounded
+
+    def _declare_inputs(self, main: onnx.GraphProto) -> None:
+        """One scalar boolean input per edge: a Gather of a gate vector per edge made every run execute two
+        extra nodes per edge (a 1,500-node encoder: 43 ms a run; bench/amp_speed.py). A constant's edge into a
+        node is instead an input of the constant's shape (`choices`)."""
+        for position, name in enumerate(self.gate_names):
+            choice = self.choices.get(position)
+            if choice is None:
+                main.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.BOOL, []))
+            else:
+                main.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, choice[0].shape))
+
+    def gate_values(self, gates: np.ndarray, changed: Iterable[int]) -> Iterator[tuple[str, np.ndarray]]:
+        """(input name, value) of the gates at positions `changed`, for the candidate whose gates are `gates`:
+        a boolean scalar, or for a constant's edge the constant or its rounded copy."""
+        names, choices = self.gate_names, self.choices
+        for k in changed:
+            choice = choices.get(k)
+            on = bool(gates[k])
+            yield names[k], (choice[on] if choice is not None else _TRUE if on else _FALSE)
 
     def classify(self, options: ConversionOptions, forced: Mapping[str, ForcedDecision]) -> classify_mod.ClassifyResult:
         """The candidate's classification, on the analysed model (SearchModel.classified)."""
         return self.search_model.classified(options, forced)
 
     def gate_feed(self, gates: np.ndarray) -> dict[str, np.ndarray]:
-        return {name: np.array(bool(g)) for name, g in zip(self.gate_names, gates, strict=True)}
+        return dict(self.gate_values(gates, range(len(gates))))
 
     def gates(
         self, options: ConversionOptions, forced: Mapping[str, ForcedDecision] | None = None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.helpers import init, make_model, vi
 
@@ -836,3 +836,29 @@ def lightgbm_like_regressor(rows: int = 3, features: int = 4) -> onnx.ModelProto
         [init("shape", np.array([rows, 1], np.int64))],
         extra_opsets=[("ai.onnx.ml", 3)],
     )
+
+
+def shared_constant_model(width: int = 8) -> onnx.ModelProto:
+    """Constants each read by several nodes: an initializer `c` (Mul m1, Add a1) and a scalar Constant node
+    `s` (Mul m2, Sub s1). Blocking some readers gives one constant edges that want float16 and edges that want
+    float32 in the same candidate: the gated emulation selects each edge on its own."""
+    rng = np.random.default_rng(3)
+    c = numpy_helper.from_array(rng.uniform(0.5, 1.5, width).astype(np.float32), "c")
+    nodes = [
+        helper.make_node(
+            "Constant", [], ["s"], name="const_s", value=numpy_helper.from_array(np.array(0.3, np.float32))
+        ),
+        helper.make_node("Mul", ["x", "c"], ["m1_out"], name="m1"),
+        helper.make_node("Add", ["x", "c"], ["a1_out"], name="a1"),
+        helper.make_node("Mul", ["m1_out", "s"], ["m2_out"], name="m2"),
+        helper.make_node("Sub", ["a1_out", "s"], ["s1_out"], name="s1"),
+        helper.make_node("Add", ["m2_out", "s1_out"], ["y"], name="out"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "shared_constants",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["b", width])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["b", width])],
+        [c],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

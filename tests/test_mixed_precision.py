@@ -13,7 +13,7 @@ from olive_fp16_pass.errors import Float16Error, OptionError
 from olive_fp16_pass.mixed_precision import CriteriaNotMetError
 from olive_fp16_pass.runtime import ProviderUnavailableError, choose_backend
 from tests.helpers import run
-from tests.models import activation_overflow_chain, benign_mlp, feeds, layernorm_overflow_model
+from tests.models import activation_overflow_chain, benign_mlp, feeds, layernorm_overflow_model, shared_constant_model
 
 
 def fp32_nodes(result) -> dict[str, str]:
@@ -205,7 +205,8 @@ def test_refinement_gives_back_unneeded_fusion_members():
 
 
 @pytest.mark.parametrize(
-    "builder,shape", [(activation_overflow_chain, (2, 16)), (layernorm_overflow_model, (2, 8, 16))]
+    "builder,shape",
+    [(activation_overflow_chain, (2, 16)), (layernorm_overflow_model, (2, 8, 16)), (shared_constant_model, (2, 8))],
 )
 @pytest.mark.parametrize("keep_io", [False, True])
 def test_gated_emulation_equals_direct_emulation(builder, shape, keep_io):
