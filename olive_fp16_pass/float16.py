@@ -258,6 +258,7 @@ def _convert(
     else:
         index = GraphIndex(ir_model)
         types = element_types.infer(ir_model, index)
+    shared = classified is not None  # the search's: its decisions are every other candidate's too
     if classified is None:
         classified = classify_mod.classify(ir_model, index, types, options, forced)
     fusion_notes: list[str] = []
@@ -279,9 +280,8 @@ def _convert(
     else:
         added_note = None
     report = ConversionReport(
-        # copies: the report's decisions are edited later (mark_sentinels), and a classification made by the
-        # search shares its decisions with every other candidate's
-        decisions=[copy.copy(d) for d in classified.plan.decisions.values()],
+        # the report's decisions are edited later (mark_sentinels): copies of a shared classification's
+        decisions=[copy.copy(d) if shared else d for d in classified.plan.decisions.values()],
         casts_inserted=stats.casts_inserted,
         initializers_converted=stats.initializers_converted,
         constants_converted=stats.constants_converted,
