@@ -19,7 +19,6 @@ load or run counts as a failed candidate; the search goes on.
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from olive_fp16_pass.error_ranking import Ranking, magnitudes, rank_nodes, relat
 from olive_fp16_pass.errors import Float16Error, first_line
 from olive_fp16_pass.float16 import ConversionResult, mark_sentinels
 from olive_fp16_pass.fusion_units import epsilon_core
+from olive_fp16_pass.gc_pause import paused_gc
 from olive_fp16_pass.graph_edit import expose_outputs
 from olive_fp16_pass.node_cost import NodeCost, fp16_share, give_back_order, links_of, node_costs, static_shapes
 from olive_fp16_pass.options import ConversionOptions
@@ -126,8 +126,8 @@ class MixedPrecisionSearch:
         # Emulation approximates the GPU's kernels: accept there only within a fraction of each tolerance.
         criteria = settings.criteria
         self.criteria = criteria.tightened(settings.emulation_margin) if backend.emulated else criteria
-        # base_dir None: the source holds all its data (model_io.load checked it), so do its derived models
-        self.sessions = SessionFactory(backend, model.base_dir, model.big, in_memory=model.base_dir is None)
+        # in_memory: model_io.load checked the source, and every session's model derives from it
+        self.sessions = SessionFactory(backend, model.base_dir, model.big, in_memory=True)
         self.builder = CandidateBuilder(model, self.options)
         self.sentinels = SentinelLookup(model.values, {})  # which tensors beyond range are masking sentinels
         self.tried = 0
@@ -141,19 +141,11 @@ class MixedPrecisionSearch:
 
     # -- the whole search -------------------------------------------------------------------------------------
     def run(self) -> SearchOutcome:
-        # The search allocates hundreds of thousands of small objects (protobuf, onnx-ir, arrays) that reference
-        # counting frees; the cyclic collector's passes over them were 3% of a search (enc300 of
-        # bench/amp_speed.py, sampled with py-spy). So it is off during the search, as during a conversion
-        # (float16.convert_with_options), and restored after; not for a big model, whose discarded onnx-ir
-        # copies (cycles: nodes and values point at each other) only the collector frees.
-        pause_gc = gc.isenabled() and not self.model.big
-        if pause_gc:
-            gc.disable()
-        try:
+        # The cyclic collector's passes were 3% of a search (enc300 of bench/amp_speed.py, sampled with py-spy):
+        # paused, as during a conversion; not for a big model, whose discarded onnx-ir copies (cycles: nodes and
+        # values point at each other) only the collector frees.
+        with paused_gc(not self.model.big):
             return self._run()
-        finally:
-            if pause_gc:
-                gc.enable()
 
     def _run(self) -> SearchOutcome:
         try:

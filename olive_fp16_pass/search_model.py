@@ -10,7 +10,7 @@ fusion units read it; candidates themselves are converted from fresh copies of `
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -35,14 +35,13 @@ class SearchModel:
     base_dir: Path | None
     # the onnx-ir copy of `proto` that model_io.load made while checking it, if the caller has it: analysed
     # instead of deserializing `proto` once more (2% of a search on enc300 of bench/amp_speed.py)
-    loaded: ir.Model | None = field(default=None, repr=False)
+    loaded: InitVar[ir.Model | None] = None
     ir: ir.Model = field(init=False)
     index: GraphIndex = field(init=False)
     types: element_types.ElementTypes = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.ir = self.loaded if self.loaded is not None else self.fresh_ir()
-        self.loaded = None
+    def __post_init__(self, loaded: ir.Model | None) -> None:
+        self.ir = loaded if loaded is not None else self.fresh_ir()
         self.index = GraphIndex(self.ir)
         self.types = element_types.infer(self.ir, self.index)
         self.big = estimate_size(self.ir) >= BIG_MODEL_BYTES

@@ -31,9 +31,12 @@ def init(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(array), name)
 
 
-def session(model: onnx.ModelProto) -> ort.InferenceSession:
+def session(model: onnx.ModelProto, optimize: bool = True) -> ort.InferenceSession:
+    """`optimize=False`: graph optimizations off (a model that does not load under ORT's fusions still runs)."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -58,8 +61,8 @@ def feeds_for(model: onnx.ModelProto, seed: int = 0, dims: dict[str, int] | None
     return feeds
 
 
-def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    sess = session(model)
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], optimize: bool = True) -> list[np.ndarray]:
+    sess = session(model, optimize)
     typed = {}
     for value in sess.get_inputs():
         array = feeds[value.name]
